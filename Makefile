@@ -1,0 +1,27 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+# Both create .venv if it is missing and (re)install only when pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export CEREB_CACHE ?= $(CURDIR)/.cache
+export MPLBACKEND ?= Agg
+
+.PHONY: demo test install clean-cache
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/cereb demo
+
+clean-cache:
+	rm -rf .cache
