@@ -129,7 +129,7 @@ class _RawString(str):
     """A value typed on the command line: parsed according to the field's type."""
 
 
-def resolve(cls: type, overrides: Mapping | None = None, *, _prefix: str = "") -> Any:
+def resolve(cls: type, overrides: Mapping | None = None, *, _prefix: str = "", _base: Any = None) -> Any:
     """Build a configuration of type ``cls`` from its defaults and ``overrides``.
 
     Parameters
@@ -154,15 +154,26 @@ def resolve(cls: type, overrides: Mapping | None = None, *, _prefix: str = "") -
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{key}' is a section; set its keys, e.g. {key}.KEY=VALUE")
-            kwargs[name] = resolve(tp, value, _prefix=key + ".")
+            # start from the section's default instance (which may differ from tp's own defaults)
+            kwargs[name] = resolve(tp, value, _prefix=key + ".", _base=_section_default(fields[name], _base))
         else:
             kwargs[name] = _coerce(value, tp, key)
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(_base, **kwargs) if _base is not None else cls(**kwargs)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration in section '{_prefix.rstrip('.') or cls.__name__}': {exc}") from None
+
+
+def _section_default(f: dataclasses.Field, base: Any) -> Any:
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -204,14 +215,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return str(value)
         raise ConfigError(f"config key '{key}' expects text, got {value!r}")
-    if isinstance(value, _RawString):
-        value = _parse_scalar(value)
+    if isinstance(value, _RawString) or (tp in (int, float) and isinstance(value, str)):
+        value = _parse_scalar(value)  # also YAML's '1e-4', which PyYAML reads as a string
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key '{key}' expects true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not value.is_integer()
+        ):
             raise ConfigError(f"config key '{key}' expects an integer, got {value!r}")
         return int(value)
     if tp is float:

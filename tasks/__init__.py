@@ -135,6 +135,8 @@ def _block_mean(images: np.ndarray, side: int) -> np.ndarray:
 def _finish(name, x_tr, y_tr, x_te, y_te, n_classes, cfg: TaskConfig, rng, image_shape=None, info=None) -> Dataset:
     x_tr, y_tr = _subsample(x_tr, y_tr, cfg.n_train, rng)
     x_te, y_te = _subsample(x_te, y_te, cfg.n_test, rng)
+    if len(y_tr) == 0 or len(y_te) == 0:
+        raise DataError(f"task {name}: {len(y_tr)} training and {len(y_te)} test examples; both must be non-empty")
     ds = Dataset(
         name=name,
         x_train=np.ascontiguousarray(x_tr, dtype=np.float32),
@@ -173,6 +175,11 @@ def _mnist_arrays(cfg: TaskConfig):
         info = {"source": str(directory), "split": "official train/test"}
     else:
         x, y = arrays["test"]
+        if len(y) <= cfg.mnist_train_size:
+            raise DataError(
+                f"{directory}: only {len(y)} test images and no training files; "
+                f"task.mnist_train_size ({cfg.mnist_train_size}) must be smaller"
+            )
         tr, te = stratified_split(y, len(y) - cfg.mnist_train_size, rng)
         x_tr, y_tr, x_te, y_te = x[tr], y[tr], x[te], y[te]
         info = {"source": str(directory), "split": f"t10k split {len(tr)}/{len(te)} (split_seed {cfg.split_seed})"}
@@ -183,7 +190,7 @@ def _prepare_images(x: np.ndarray, side: int) -> np.ndarray:
     x = x.astype(np.float32) / 255.0
     if side != x.shape[1]:
         x = _block_mean(x, side)
-    return x.reshape(len(x), -1)
+    return x.reshape(len(x), x.shape[1] * x.shape[2])
 
 
 def _load_mnist(cfg: TaskConfig) -> Dataset:

@@ -104,8 +104,8 @@ def find_files(directory: Path, split: str) -> tuple[Path, Path] | None:
 def _load_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     x = read_idx(images, IMAGES_MAGIC)
     y = read_idx(labels, LABELS_MAGIC)
-    if x.ndim != 3:
-        raise DataError(f"{images}: expected a 3-d image array, got shape {x.shape}")
+    if x.ndim != 3 or x.shape[1:] != (28, 28):
+        raise DataError(f"{images}: expected 28x28 MNIST images, got an array of shape {x.shape}")
     if y.ndim != 1:
         raise DataError(f"{labels}: expected a 1-d label array, got shape {y.shape}")
     if len(x) != len(y):
