@@ -9,6 +9,7 @@ from scripts.common import add_verbosity, run_command
 
 SUBCOMMANDS = {
     "tasks": "scripts.tasks",
+    "train": "scripts.train",
 }
 
 

@@ -1,0 +1,33 @@
+"""Brian2 set-up: code generation target, compiled-code cache and log files.
+
+Brian2 is imported here and nowhere else at module level, so that the cache folder is set
+before anything is compiled. The Cython cache goes to ``<cache>/brian2`` (see
+:func:`core.paths.cache_dir`), never to the user's home folder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from core.paths import cache_dir
+
+_CONFIGURED = False
+
+
+def get_brian2():
+    """Import Brian2, configure it once for this project, and return the module."""
+    global _CONFIGURED
+    import brian2 as b2
+
+    if not _CONFIGURED:
+        b2.prefs.codegen.target = "cython"
+        b2.prefs.codegen.runtime.cython.cache_dir = str(cache_dir("brian2"))
+        b2.prefs.codegen.runtime.cython.multiprocess_safe = True
+        b2.prefs.logging.file_log = False
+        b2.prefs.logging.std_redirection = False
+        b2.prefs.core.default_float_dtype = __import__("numpy").float64
+        b2.BrianLogger.suppress_name("resolution_conflict")
+        os.environ.setdefault("CC", "gcc")
+        logging.getLogger("brian2").setLevel(logging.WARNING)
+        _CONFIGURED = True
+    return b2
