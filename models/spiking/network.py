@@ -186,7 +186,7 @@ def _offsets(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int, copies: int)
 
 
 MF_EQS = """
-slot : integer (constant)
+slot : integer
 fibre : integer (constant)
 noise_seed : integer (shared)
 t_call : second (shared)
@@ -194,25 +194,28 @@ t_call : second (shared)
 
 
 def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_threshold: str, mf_model: str,
-                 train: bool, ns: dict, dt):
+                 train: bool, ns: dict, dt, inference: bool = False):
     """MF, GrC, GoC, PC groups and the fixed synapses, ``copies`` independent copies.
 
     A mossy fibre spikes when ``mf_uniform(noise_seed, slot, fibre, step) < rate dt`` (see
     :mod:`models.spiking.noise`); ``t_call`` marks step 0 of the current call.
     """
-    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + mf_model, threshold=mf_threshold, reset="", dt=dt, namespace=ns, name="mf")
+    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + mf_model, threshold=mf_threshold, reset="", dt=dt, namespace=dict(ns), name="mf")
     mf.fibre = np.tile(np.arange(conn.n_mf), copies)
-    grc_eqs = GRC_EQS + (GRC_TRACE_EQS if train else "")
-    grc = b2.NeuronGroup(conn.n_grc * copies, grc_eqs, threshold="v > grc_vth",
-                         reset="v = grc_vreset" + ("; x_pf += 1" if train else ""),
-                         method="exact", dt=dt, namespace=ns, name="grc")
-    goc = b2.NeuronGroup(conn.n_goc * copies, GOC_EQS, threshold="v > goc_vth", reset="v = goc_vreset",
-                         method="exact", dt=dt, namespace=ns, name="goc")
-    pc_eqs = PC_EQS + (PC_TRAIN_EQS if train else "")
+    inf_eqs = "nspk : integer\nscratch : 1\nt_call : second (shared)\n" if inference else ""
+    grc_eqs = GRC_EQS + (GRC_TRACE_EQS if train else "") + inf_eqs
+    grc_reset = "v = grc_vreset" + ("; x_pf += 1" if train else "") + ("; nspk += 1; scratch = pf_to_pc(i)" if inference else "")
+    grc = b2.NeuronGroup(conn.n_grc * copies, grc_eqs, threshold="v > grc_vth", reset=grc_reset,
+                         method="exact", dt=dt, namespace=dict(ns), name="grc")
+    goc = b2.NeuronGroup(conn.n_goc * copies, GOC_EQS + inf_eqs, threshold="v > goc_vth",
+                         reset="v = goc_vreset" + ("; nspk += 1" if inference else ""),
+                         method="exact", dt=dt, namespace=dict(ns), name="goc")
+    pc_eqs = PC_EQS + (PC_TRAIN_EQS if train else "") + inf_eqs
     pc_kw = {"events": {"cf": "cf_flag > 0.5"}} if train else {}
     pc = b2.NeuronGroup(conn.n_pc * copies, pc_eqs, threshold="v > pc_vth",
-                        reset="v = pc_vreset" + ("; r += 1 / rate_tau" if train else ""),
-                        method="exact", dt=dt, namespace=ns, name="pc", **pc_kw)
+                        reset="v = pc_vreset" + ("; r += 1 / rate_tau" if train else "") + ("; nspk += 1" if inference else ""),
+                        method="exact", dt=dt, namespace=dict(ns), name="pc", **pc_kw)
+    grc.resetter["spike"].order = -1  # PF input lands before a PC reset of the same step, as with Synapses
     for g, vr in ((grc, cfg.grc_v_rest_mv), (goc, cfg.goc_v_rest_mv), (pc, cfg.pc_v_rest_mv)):
         g.v = vr * b2.mV
     syn = []
@@ -237,55 +240,181 @@ def _dense_pf_pc(conn: Connectivity, copies: int) -> tuple[np.ndarray, np.ndarra
     return _offsets(i, j, conn.n_grc, conn.n_pc, copies)
 
 
+PF_PC_CYTHON = """
+cdef double pf_to_pc(int i):
+    global _namespace_pfpc_weff, _namespace_pfpc_v
+    cdef int copy = i // %N_GRC%
+    cdef int k
+    cdef double *w = _namespace_pfpc_weff + (i - copy * %N_GRC%) * %N_PC%
+    cdef double *v = _namespace_pfpc_v + copy * %N_PC%
+    for k in range(%N_PC%):
+        v[k] += w[k]
+    return 0.0
+"""
+
+STASH_CYTHON = """
+cdef double stash_%POP%(int i, int chunk, int n):
+    global _namespace_counts_%POP%
+    if chunk >= 0:
+        _namespace_counts_%POP%[chunk * %N% + i] = n
+    return 0.0
+"""
+
+LOOKUP_CYTHON = """
+cdef double mf_rate_lookup(int i, int chunk):
+    global _namespace_mf_rate_table
+    return _namespace_mf_rate_table[chunk * %N%  + i]
+
+cdef int mf_slot_lookup(int i, int chunk):
+    global _namespace_mf_slot_table
+    return _namespace_mf_slot_table[chunk * %COPIES% + i // %N_MF%]
+"""
+
+
+def _cython_function(b2, name: str, code: str, namespace: dict, arg_types: dict, result: str):
+    """A Brian2 function with only a Cython implementation (used by the inference network)."""
+
+    def _no_python(*args):
+        raise NotImplementedError(f"{name} has only a Cython implementation")
+
+    f = b2.Function(_no_python, arg_units=[1] * len(arg_types), return_unit=1,
+                    arg_types=list(arg_types.values()), return_type=result)
+    f.implementations.add_implementation("cython", code, namespace=namespace, name=name)
+    return f
+
+
 @dataclass
 class InferenceNet:
-    """A built inference network of ``copies`` independent copies (plasticity off)."""
+    """A built inference network of ``copies`` copies, simulating up to ``max_chunks`` chunks of
+    ``copies`` queries per ``run`` (plasticity off).
+
+    Buffers shared with the compiled code: ``rate_table`` ``(max_chunks, copies * n_mf)`` Hz,
+    ``slot_table`` ``(max_chunks, copies)``, ``counts[pop]`` ``(max_chunks, copies * n_pop)``,
+    ``pf_weff`` ``(n_grc * n_pc,)`` volt.
+    """
 
     net: object
-    mf: object
-    grc: object
-    goc: object
-    pc: object
-    pf_pc: object
-    counters: dict
+    groups: dict
+    rate_table: np.ndarray
+    slot_table: np.ndarray
+    counts: dict
+    pf_weff: np.ndarray
     recorders: dict
     copies: int
+    max_chunks: int
+    window_ms: float
     conn: Connectivity
     cfg: SpikingConfig
 
 
 def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, copies: int, dt_ms: float,
-                        record: tuple[str, ...] = ()) -> InferenceNet:
-    """Build ``copies`` copies of the trained network for evaluation.
+                        window_ms: float, max_chunks: int = 10, record: tuple[str, ...] = ()) -> InferenceNet:
+    """Build ``copies`` copies of the trained network for evaluation (plasticity off).
 
-    Mossy-fibre rates are a per-fibre variable ``rate`` (Hz) set before each run; spike counts
-    of every population are kept (``SpikeMonitor(record=False)``); full spike trains only for
-    the populations named in ``record``.
+    One ``run`` of ``n_chunks * window_ms`` simulates ``n_chunks`` chunks back to back: at each
+    chunk boundary a ``run_regularly`` operation stores the spike counts of the chunk that ended,
+    resets every membrane and synaptic state to rest, and loads the next chunk's mossy-fibre
+    rates and noise slots. The PF-PC projection is :func:`_pf_pc_projection`. Spike trains are
+    recorded (``SpikeMonitor``) only for the populations named in ``record``.
     """
     from models.spiking.brian import get_brian2
 
     b2 = get_brian2()
     ns = _namespace(b2, cfg)
+    ns["chunk_dt"] = window_ms * b2.ms
     dt = dt_ms * b2.ms
+    chunk = "int((t - t_call) / chunk_dt + 0.5)"
     mf, grc, goc, pc, syn = _core_groups(
         b2, cfg, conn, copies, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt)) < rate * dt",
-        "rate : Hz", False, ns, dt)
-    pf_pc = b2.Synapses(grc, pc, "weff : volt", on_pre="v_post += weff", dt=dt, namespace=ns, name="pf_pc")
-    ii, jj = _dense_pf_pc(conn, copies)
-    pf_pc.connect(i=ii, j=jj)
-    set_inference_weights(pf_pc, cfg, weights, copies)
-    counters = {name: b2.SpikeMonitor(g, record=False, name=f"count_{name}") for name, g in
-                (("mf", mf), ("grc", grc), ("goc", goc), ("pc", pc))}
-    recorders = {name: b2.SpikeMonitor(g, name=f"spikes_{name}") for name, g in
-                 (("mf", mf), ("grc", grc), ("goc", goc), ("pc", pc)) if name in record}
-    net = b2.Network(mf, grc, goc, pc, *syn, pf_pc, *counters.values(), *recorders.values())
-    return InferenceNet(net, mf, grc, goc, pc, pf_pc, counters, recorders, copies, conn, cfg)
+        "rate : Hz", False, ns, dt, inference=True)
+    groups = {"mf": mf, "grc": grc, "goc": goc, "pc": pc}
+    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
+    rate_table = np.zeros((max_chunks, copies * conn.n_mf))
+    slot_table = np.zeros((max_chunks, copies), dtype=np.int32)
+    counts = {pop: np.zeros((max_chunks, copies * n), dtype=np.int32) for pop, n in sizes.items()}
+    pf_weff = np.zeros(conn.n_grc * conn.n_pc)
+    lookup = LOOKUP_CYTHON.replace("%N%", str(copies * conn.n_mf)).replace("%COPIES%", str(copies)).replace("%N_MF%", str(conn.n_mf))
+    impl_ns = {"_mf_rate_table": rate_table, "_mf_slot_table": slot_table}
+    mf.namespace["mf_rate_lookup"] = _cython_function(b2, "mf_rate_lookup", lookup, impl_ns, {"i": "integer", "chunk": "integer"}, "float")
+    mf.namespace["mf_slot_lookup"] = _cython_function(b2, "mf_slot_lookup", lookup, impl_ns, {"i": "integer", "chunk": "integer"}, "integer")
+    mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}) * Hz\nslot = mf_slot_lookup(i, {chunk})",
+                     dt=window_ms * b2.ms, when="start", name="mf_load")
+    grc.namespace["pf_to_pc"] = _cython_function(
+        b2, "pf_to_pc", PF_PC_CYTHON.replace("%N_GRC%", str(conn.n_grc)).replace("%N_PC%", str(conn.n_pc)),
+        {"_pfpc_weff": pf_weff, "_pfpc_v": pc.variables["v"].get_value()}, {"i": "integer"}, "float")
+    rest = {"grc": "v = grc_vrest\ng_inh = 0*volt", "goc": "v = goc_vrest", "pc": "v = pc_vrest"}
+    for pop, n in sizes.items():
+        g = groups[pop]
+        code = STASH_CYTHON.replace("%POP%", pop).replace("%N%", str(copies * n))
+        g.namespace[f"stash_{pop}"] = _cython_function(
+            b2, f"stash_{pop}", code, {f"_counts_{pop}": counts[pop]}, {"i": "integer", "chunk": "integer", "n": "integer"}, "float")
+        g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk)\nnspk = 0\n{rest[pop]}",
+                        dt=window_ms * b2.ms, when="start", name=f"{pop}_chunk")
+    recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
+    net = b2.Network(*groups.values(), *syn, *recorders.values())
+    inet = InferenceNet(net, groups, rate_table, slot_table, counts, pf_weff, recorders, copies, max_chunks,
+                        window_ms, conn, cfg)
+    set_inference_weights(inet, weights)
+    return inet
 
 
-def set_inference_weights(pf_pc, cfg: SpikingConfig, weights: np.ndarray, copies: int) -> None:
-    """Load PF-PC weights ``(n_grc, n_pc)`` into every copy as effective PSPs ``j_pf (w - w_mli)``."""
-    eff = cfg.j_pf_scaled_mv * 1e-3 * (np.asarray(weights, dtype=np.float64).ravel() - cfg.w_mli)
-    pf_pc.weff_[:] = np.tile(eff, copies)
+def set_inference_weights(inet: "InferenceNet", weights: np.ndarray) -> None:
+    """Load PF-PC weights ``(n_grc, n_pc)`` as effective PSPs ``j_pf (w - w_mli)`` (volt)."""
+    cfg = inet.cfg
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (inet.conn.n_grc, inet.conn.n_pc):
+        raise ValueError(f"weights must have shape {(inet.conn.n_grc, inet.conn.n_pc)}, got {w.shape}")
+    inet.pf_weff[:] = cfg.j_pf_scaled_mv * 1e-3 * (w.ravel() - cfg.w_mli)
+
+
+def run_inference_chunks(inet: InferenceNet, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int) -> tuple[dict, dict]:
+    """Simulate up to ``max_chunks * copies`` queries in one run.
+
+    Parameters
+    ----------
+    rates_hz : ``(n, n_mf)`` mossy-fibre rates; slots : ``(n,)`` frozen-noise slots.
+
+    Returns
+    -------
+    counts : population -> ``(n, n_cells)`` spike counts; spikes : population -> list of
+    ``(i, t_ms)`` per query (recorded populations only).
+    """
+    from models.spiking.brian import get_brian2
+
+    b2 = get_brian2()
+    n, B, conn = len(rates_hz), inet.copies, inet.conn
+    n_chunks = -(-n // B)
+    if n_chunks > inet.max_chunks:
+        raise ValueError(f"{n} queries exceed {inet.max_chunks} chunks of {B}")
+    rates = np.zeros((n_chunks * B, conn.n_mf))
+    rates[:n] = rates_hz
+    slot = np.zeros(n_chunks * B, dtype=np.int64)
+    slot[:n] = slots
+    inet.rate_table[:n_chunks] = rates.reshape(n_chunks, B * conn.n_mf)
+    inet.slot_table[:n_chunks] = (slot % (2**31)).reshape(n_chunks, B)
+    g = inet.groups
+    t0 = float(inet.net.t_)
+    for grp in g.values():
+        grp.t_call_[:] = t0
+    g["mf"].noise_seed_[:] = int(noise_seed) % (2**31)
+    nspk = {k: len(m.i) for k, m in inet.recorders.items()}
+    inet.net.run(n_chunks * inet.window_ms * b2.ms)
+    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
+    counts = {}
+    for pop, size in sizes.items():
+        c = inet.counts[pop]
+        c[n_chunks - 1] = g[pop].nspk_[:]  # the last chunk has no boundary after it
+        counts[pop] = c[:n_chunks].reshape(n_chunks * B, size)[:n].copy()
+    spikes = {}
+    for pop, mon in inet.recorders.items():
+        i = np.asarray(mon.i[:])[nspk[pop]:]
+        t = (np.asarray(mon.t_[:])[nspk[pop]:] - t0) * 1000.0
+        size = sizes.get(pop, conn.n_mf)
+        chunk_of = np.minimum((t // inet.window_ms).astype(np.int64), n_chunks - 1)
+        query = chunk_of * B + i // size
+        t_in = t - chunk_of * inet.window_ms
+        spikes[pop] = [(i[query == q] - (q % B) * size, t_in[query == q]) for q in range(n)]
+    return counts, spikes
 
 
 @dataclass
