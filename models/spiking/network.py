@@ -51,7 +51,8 @@ from models.spiking.params import SpikingConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connectivity", "make_connectivity", "initial_weights", "InferenceNet", "build_inference_net", "TrainingNet", "build_training_net"]
+__all__ = ["Connectivity", "make_connectivity", "initial_weights", "pc_class", "InferenceNet", "build_inference_net",
+           "set_inference_weights", "run_inference_chunks", "TrainingNet", "build_training_net", "epoch_namespace"]
 
 
 @dataclass(frozen=True)
@@ -255,18 +256,24 @@ cdef double pf_to_pc(int i):
 STASH_CYTHON = """
 cdef double stash_%POP%(int i, int chunk, int n):
     global _namespace_counts_%POP%
-    if chunk >= 0:
+    if chunk >= 0 and chunk < %MAXC%:  # bounds-checked: a stale t_call must not write out of range
         _namespace_counts_%POP%[chunk * %N% + i] = n
     return 0.0
 """
 
-LOOKUP_CYTHON = """
+RATE_LOOKUP_CYTHON = """
 cdef double mf_rate_lookup(int i, int chunk):
     global _namespace_mf_rate_table
+    if chunk < 0 or chunk >= %MAXC%:
+        return 0.0
     return _namespace_mf_rate_table[chunk * %N%  + i]
+"""
 
+SLOT_LOOKUP_CYTHON = """
 cdef int mf_slot_lookup(int i, int chunk):
     global _namespace_mf_slot_table
+    if chunk < 0 or chunk >= %MAXC%:
+        return 0
     return _namespace_mf_slot_table[chunk * %COPIES% + i // %N_MF%]
 """
 
@@ -322,10 +329,13 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     b2 = get_brian2()
     ns = _namespace(b2, cfg)
     ns["chunk_dt"] = window_ms * b2.ms
+    ns["chunk_steps"] = int(round(window_ms / dt_ms))  # noise step counts from each chunk's start
+    if abs(ns["chunk_steps"] * dt_ms - window_ms) > 1e-9:
+        raise ValueError(f"window_ms={window_ms} must be a whole number of steps of dt_ms={dt_ms}")
     dt = dt_ms * b2.ms
     chunk = "int((t - t_call) / chunk_dt + 0.5)"
     mf, grc, goc, pc, syn = _core_groups(
-        b2, cfg, conn, copies, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt)) < rate * dt",
+        b2, cfg, conn, copies, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt) % chunk_steps) < rate * dt",
         "rate : Hz", False, ns, dt, inference=True)
     groups = {"mf": mf, "grc": grc, "goc": goc, "pc": pc}
     sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
@@ -333,10 +343,14 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     slot_table = np.zeros((max_chunks, copies), dtype=np.int32)
     counts = {pop: np.zeros((max_chunks, copies * n), dtype=np.int32) for pop, n in sizes.items()}
     pf_weff = np.zeros(conn.n_grc * conn.n_pc)
-    lookup = LOOKUP_CYTHON.replace("%N%", str(copies * conn.n_mf)).replace("%COPIES%", str(copies)).replace("%N_MF%", str(conn.n_mf))
-    impl_ns = {"_mf_rate_table": rate_table, "_mf_slot_table": slot_table}
-    mf.namespace["mf_rate_lookup"] = _cython_function(b2, "mf_rate_lookup", lookup, impl_ns, {"i": "integer", "chunk": "integer"}, "float")
-    mf.namespace["mf_slot_lookup"] = _cython_function(b2, "mf_slot_lookup", lookup, impl_ns, {"i": "integer", "chunk": "integer"}, "integer")
+    args = {"i": "integer", "chunk": "integer"}
+    # compiled code needs flat buffers; the 2-d arrays kept in InferenceNet are views of them
+    mf.namespace["mf_rate_lookup"] = _cython_function(
+        b2, "mf_rate_lookup", RATE_LOOKUP_CYTHON.replace("%N%", str(copies * conn.n_mf)).replace("%MAXC%", str(max_chunks)),
+        {"_mf_rate_table": rate_table.reshape(-1)}, args, "float")
+    mf.namespace["mf_slot_lookup"] = _cython_function(
+        b2, "mf_slot_lookup", SLOT_LOOKUP_CYTHON.replace("%MAXC%", str(max_chunks)).replace("%COPIES%", str(copies)).replace("%N_MF%", str(conn.n_mf)),
+        {"_mf_slot_table": slot_table.reshape(-1)}, args, "integer")
     mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}) * Hz\nslot = mf_slot_lookup(i, {chunk})",
                      dt=window_ms * b2.ms, when="start", name="mf_load")
     grc.namespace["pf_to_pc"] = _cython_function(
@@ -345,9 +359,9 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     rest = {"grc": "v = grc_vrest\ng_inh = 0*volt", "goc": "v = goc_vrest", "pc": "v = pc_vrest"}
     for pop, n in sizes.items():
         g = groups[pop]
-        code = STASH_CYTHON.replace("%POP%", pop).replace("%N%", str(copies * n))
+        code = STASH_CYTHON.replace("%POP%", pop).replace("%N%", str(copies * n)).replace("%MAXC%", str(max_chunks))
         g.namespace[f"stash_{pop}"] = _cython_function(
-            b2, f"stash_{pop}", code, {f"_counts_{pop}": counts[pop]}, {"i": "integer", "chunk": "integer", "n": "integer"}, "float")
+            b2, f"stash_{pop}", code, {f"_counts_{pop}": counts[pop].reshape(-1)}, {"i": "integer", "chunk": "integer", "n": "integer"}, "float")
         g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk)\nnspk = 0\n{rest[pop]}",
                         dt=window_ms * b2.ms, when="start", name=f"{pop}_chunk")
     recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
@@ -435,6 +449,10 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
                        window_ms: float, dt_ms: float) -> TrainingNet:
     """One copy of the network with climbing-fibre-driven PF-PC plasticity switched on.
 
+    Samples are presented back to back for ``window_ms`` each; every sample starts from rest
+    (as in evaluation). The olive and PF-alone LTP are active from ``teach_delay_ms`` after
+    sample onset, once the Purkinje rate trace reflects the current sample.
+
     Inputs are given per epoch through two TimedArrays named ``mf_input`` (Hz, shape
     ``(n_samples, n_mf)``) and ``pc_target`` (Hz, ``(n_samples, n_pc)``) indexed by
     ``t - t_call``; see :func:`epoch_namespace`.
@@ -443,14 +461,22 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
 
     b2 = get_brian2()
     ns = _namespace(b2, cfg)
+    ns["sample_dt"] = window_ms * b2.ms
+    ns["teach_delay"] = cfg.teach_delay_ms * b2.ms
     dt = dt_ms * b2.ms
     mf, grc, goc, pc, syn = _core_groups(
         b2, cfg, conn, 1, "mf_uniform(noise_seed, 0, fibre, timestep(t - t_call, dt)) < mf_input(t - t_call, i) * dt",
         "", True, ns, dt)
+    # every sample starts from rest, as in evaluation
+    sample = dict(dt=window_ms * b2.ms, when="start")
+    grc.run_regularly("v = grc_vrest\ng_inh = 0*volt\nx_pf = 0", name="grc_sample_reset", **sample)
+    goc.run_regularly("v = goc_vrest", name="goc_sample_reset", **sample)
+    pc.run_regularly("v = pc_vrest\nr = 0*Hz\ncf_flag = 0", name="pc_sample_reset", **sample)
+    teaching = "int(t % sample_dt >= teach_delay)"  # a training run always starts at t = 0
     sign = 1.0 if cfg.ltd == "cf" else -1.0
     io_ns = dict(ns, cf_sign=sign)
     io = b2.NeuronGroup(conn.n_pc, "r_pc : Hz (linked)\nnoise_seed : integer (shared)\nt_call : second (shared)",
-                        threshold="mf_uniform(noise_seed, -1, i, timestep(t - t_call, dt)) < "
+                        threshold=f"mf_uniform(noise_seed, -1, i, timestep(t - t_call, dt)) < {teaching} * "
                                   "clip(cf_base + cf_sign * cf_gain * (r_pc - pc_target(t - t_call, i)), 0*Hz, cf_max) * dt",
                         dt=dt, namespace=io_ns, name="io")
     io.r_pc = b2.linked_var(pc, "r")
@@ -464,7 +490,7 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     syn_ns = dict(ns, pre_dw=pre_dw, cf_dw=cf_dw)
     pf_pc = b2.Synapses(
         grc, pc, "w : 1",
-        on_pre="v_post += j_pf * (w - w_mli)\nw = clip(w + pre_dw, 0, w_max)",
+        on_pre=f"v_post += j_pf * (w - w_mli)\nw = clip(w + pre_dw * {teaching}, 0, w_max)",
         on_post="w = clip(w + cf_dw * x_pf_pre, 0, w_max)",
         on_event={"pre": "spike", "post": "cf"}, dt=dt, namespace=syn_ns, name="pf_pc")
     ii, jj = _dense_pf_pc(conn, 1)

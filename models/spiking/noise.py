@@ -34,6 +34,25 @@ cdef double mf_uniform(long long seed, long long slot, long long fibre, long lon
 """
 
 
+CPP_CODE = """
+static inline unsigned long long _cereb_mix(unsigned long long z)
+{
+    z = z + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+static inline double mf_uniform(long long seed, long long slot, long long fibre, long long step)
+{
+    unsigned long long h = _cereb_mix((unsigned long long)seed);
+    h = _cereb_mix(h ^ (unsigned long long)slot);
+    h = _cereb_mix(h ^ (unsigned long long)fibre);
+    h = _cereb_mix(h ^ (unsigned long long)step);
+    return (h >> 11) * (1.0 / 9007199254740992.0);
+}
+"""
+
+
 def _mix(z: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = z + np.uint64(_GOLDEN)
@@ -53,10 +72,10 @@ def uniform(seed, slot, fibre, step) -> np.ndarray:
 
 
 def brian2_function(b2):
-    """The hash as a Brian2 function ``mf_uniform(seed, slot, fibre, step)`` (Cython and NumPy)."""
-    impl = b2.implementation("cython", CYTHON_CODE)
+    """The hash as a Brian2 function ``mf_uniform(seed, slot, fibre, step)`` (Cython, C++, NumPy)."""
 
-    @impl
+    @b2.implementation("cython", CYTHON_CODE)
+    @b2.implementation("cpp", CPP_CODE)
     @b2.declare_types(seed="integer", slot="integer", fibre="integer", step="integer", result="float")
     @b2.check_units(seed=1, slot=1, fibre=1, step=1, result=1)
     def mf_uniform(seed, slot, fibre, step):
