@@ -6,7 +6,7 @@ MF   mossy fibres, one per input feature, Poisson: ``rate = r_min + x (r_max - r
 GrC  granule cells, LIF with delta EPSPs from exactly K mossy fibres and a slow inhibitory
      current from Golgi cells::
 
-         dv/dt  = (v_rest - v - g_inh) / tau_m
+         dv/dt  = (v_rest - g_tonic - v - g_inh) / tau_m
          dg_inh/dt = -g_inh / tau_inh            (Golgi spike: g_inh += w_goc_grc)
 
 GoC  Golgi cells, LIF with tonic drive, excited by mossy fibres (feed-forward) and parallel
@@ -153,7 +153,7 @@ def _namespace(b2, cfg: SpikingConfig) -> dict:
     ms, mV, Hz = b2.ms, b2.mV, b2.Hz
     return {
         "mf_uniform": brian2_function(b2),
-        "grc_tau": cfg.grc_tau_m_ms * ms, "grc_vrest": cfg.grc_v_rest_mv * mV,
+        "grc_tau": cfg.grc_tau_m_ms * ms, "grc_tonic": cfg.grc_tonic_inh_mv * mV, "grc_vrest": cfg.grc_v_rest_mv * mV,
         "grc_vth": cfg.grc_v_thresh_mv * mV, "grc_vreset": cfg.grc_v_reset_mv * mV,
         "inh_tau": cfg.tau_goc_grc_ms * ms, "elig_tau": cfg.tau_elig_ms * ms,
         "goc_tau": cfg.goc_tau_m_ms * ms, "goc_vrest": cfg.goc_v_rest_mv * mV,
@@ -168,7 +168,7 @@ def _namespace(b2, cfg: SpikingConfig) -> dict:
 
 
 GRC_EQS = """
-dv/dt = (grc_vrest - v - g_inh) / grc_tau : volt
+dv/dt = (grc_vrest - grc_tonic - v - g_inh) / grc_tau : volt
 dg_inh/dt = -g_inh / inh_tau : volt
 """
 GRC_TRACE_EQS = "dx_pf/dt = -x_pf / elig_tau : 1\n"
@@ -489,13 +489,14 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
         pre_dw, cf_dw = -cfg.a_ltp, cfg.a_ltd
     syn_ns = dict(ns, pre_dw=pre_dw, cf_dw=cf_dw)
     pf_pc = b2.Synapses(
-        grc, pc, "w : 1",
-        on_pre=f"v_post += j_pf * (w - w_mli)\nw = clip(w + pre_dw * {teaching}, 0, w_max)",
-        on_post="w = clip(w + cf_dw * x_pf_pre, 0, w_max)",
+        grc, pc, "w : 1\nlr_scale : 1 (shared)",
+        on_pre=f"v_post += j_pf * (w - w_mli)\nw = clip(w + lr_scale * pre_dw * {teaching}, 0, w_max)",
+        on_post="w = clip(w + lr_scale * cf_dw * x_pf_pre, 0, w_max)",
         on_event={"pre": "spike", "post": "cf"}, dt=dt, namespace=syn_ns, name="pf_pc")
     ii, jj = _dense_pf_pc(conn, 1)
     pf_pc.connect(i=ii, j=jj)
     pf_pc.w_[:] = np.asarray(weights, dtype=np.float64).ravel()
+    pf_pc.lr_scale = 1.0  # scales LTP and LTD together (an annealing schedule across epochs)
     pc_spikes = b2.SpikeMonitor(pc, name="train_pc_spikes")
     grc_count = b2.SpikeMonitor(grc, record=False, name="train_grc_count")
     net = b2.Network(mf, grc, goc, pc, io, cf, *syn, pf_pc, pc_spikes, grc_count)

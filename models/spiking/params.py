@@ -52,13 +52,15 @@ class SpikingConfig:
                                       # 0.1 ms gives the same coding level within ~1 point at twice the cost
     # --- mossy fibres (Poisson): rate = mf_rate_min_hz + x (mf_rate_max_hz - mf_rate_min_hz)
     mf_rate_min_hz: float = 5.0       # tonic MF background (Chadderton 2004: a few Hz to tens)
-    mf_rate_max_hz: float = 100.0     # sensory-driven MF rates reach 100s of Hz (Rancz 2007)
+    mf_rate_max_hz: float = 200.0     # sensory-driven MF rates reach hundreds of Hz (Rancz et al. 2007)
     # --- granule cells (LIF, current-based; D'Angelo 1995)
-    grc_tau_m_ms: float = 5.0
+    grc_tau_m_ms: float = 10.0
     grc_v_rest_mv: float = -70.0
     grc_v_thresh_mv: float = -50.0
     grc_v_reset_mv: float = -70.0
-    w_mf_grc_mv: float = 9.0          # EPSP jump per MF spike; ~2-3 coincident EPSPs fire a GrC (Chadderton 2004); tuned
+    grc_tonic_inh_mv: float = 60.0    # tonic GABA-A inhibition (extrasynaptic a6/delta receptors; Brickley et al. 1996),
+                                      # as its steady voltage equivalent; with w_mf_grc it sets the coding level; tuned
+    w_mf_grc_mv: float = 14.0         # EPSP jump per MF spike; several coincident active MFs fire a GrC (Chadderton 2004); tuned
     # --- Golgi cells (LIF) and their inhibition of granule cells (Rossi & Hamann 1998)
     grc_per_goc: int = 100            # one Golgi cell per 100 granule cells (n_goc = ceil(width / grc_per_goc))
     goc_tau_m_ms: float = 20.0
@@ -87,7 +89,7 @@ class SpikingConfig:
     w_init_jitter: float = 0.05       # uniform jitter around w_init
     # --- climbing fibres / inferior olive (training only)
     cf_base_hz: float = 5.0           # olive baseline while a stimulus is on (Armstrong & Rawson 1979: 1-5 Hz)
-    cf_gain: float = 0.05             # Hz of CF per Hz of PC rate error
+    cf_gain: float = 0.2              # Hz of CF per Hz of PC rate error
     cf_max_hz: float = 50.0
     pc_rate_tau_ms: float = 20.0      # PC rate trace seen by the olive (via the nucleo-olivary loop)
     target_hz_on: float = 150.0       # desired PC rate for the labelled class
@@ -140,13 +142,14 @@ class SpikingTrainConfig:
     """How the network is trained in the simulation (``train.*`` keys)."""
 
     epochs: int = 10
+    lr_decay: float = 0.7             # LTP and LTD amplitudes are scaled by lr_decay ** (epoch - 1)
     eval_every: int = 1               # evaluate the learning curve every N epochs
     n_eval: int | None = None         # test samples for the learning curve (None: all)
     shuffle: bool = True
 
     def __post_init__(self):
-        if self.epochs < 0 or self.eval_every < 1:
-            raise ValueError("train.epochs >= 0 and train.eval_every >= 1 are required")
+        if self.epochs < 0 or self.eval_every < 1 or not 0 < self.lr_decay <= 1:
+            raise ValueError("train.epochs >= 0, train.eval_every >= 1 and 0 < train.lr_decay <= 1 are required")
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,10 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
         if msg[0] == "stop":
             return
         try:
-            _, rates, targets, seed, w = msg
-            b2.device.run(run_args={mf_input: rates * b2.Hz, pc_target: targets * b2.Hz,
-                                    tnet.pf_pc.w: w.ravel(), tnet.mf.noise_seed: int(seed), tnet.io.noise_seed: int(seed)})
+            _, rates, targets, seed, w, lr_scale = msg
+            b2.device.run(run_args={mf_input: rates * b2.Hz, pc_target: targets * b2.Hz, tnet.pf_pc.w: w.ravel(),
+                                    tnet.pf_pc.lr_scale: float(lr_scale), tnet.mf.noise_seed: int(seed),
+                                    tnet.io.noise_seed: int(seed)})
             if first:  # the synapse order must be GrC-major as created
                 i, j = np.asarray(tnet.pf_pc.i[:]), np.asarray(tnet.pf_pc.j[:])
                 if not (np.array_equal(i, np.repeat(np.arange(conn.n_grc), conn.n_pc))
@@ -124,8 +125,8 @@ class _Trainer:
             raise RuntimeError(f"training process failed:\n{payload}")
         return payload
 
-    def epoch(self, rates, targets, seed, w):
-        self.pipe.send(("epoch", rates, targets, seed, w))
+    def epoch(self, rates, targets, seed, w, lr_scale=1.0):
+        self.pipe.send(("epoch", rates, targets, seed, w, lr_scale))
         return self._reply()
 
     def close(self):
@@ -180,10 +181,12 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
             order = rng.permutation(n) if tcfg.shuffle else np.arange(n)
             rates = cfg.mf_rate_min_hz + x[order].astype(np.float64) * (cfg.mf_rate_max_hz - cfg.mf_rate_min_hz)
             targets = pc_targets(cfg, conn, y[order])
-            w, pc_counts, grc_total = trainer.epoch(rates, targets, seed * 100003 + epoch, w)
+            lr_scale = tcfg.lr_decay ** (epoch - 1)
+            w, pc_counts, grc_total = trainer.epoch(rates, targets, seed * 100003 + epoch, w, lr_scale)
             online = scores_from_counts(pc_counts, n_classes, cfg.window_ms).argmax(1) == y[order]
             row = {
                 "epoch": epoch,
+                "lr_scale": lr_scale,
                 "train_accuracy_online": float(online.mean()),
                 "eval_accuracy": float("nan"),
                 "w_mean": float(w.mean()),
