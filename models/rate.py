@@ -531,7 +531,7 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += int((y.detach().argmax(1) == y_tr[idx]).sum())
             bar.update(1)
         epochs_run = epoch
