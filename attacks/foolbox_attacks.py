@@ -1,0 +1,123 @@
+"""Foolbox attacks with a choice of loss, and a variant that records each step.
+
+Foolbox 3.3.4's gradient attacks ascend ``get_loss_fn`` (cross-entropy by default); the
+subclasses here override it with a loss from :mod:`attacks.losses`, which is all the seed paper's
+MSE attacks need (its FGSM and PGD ascended the MSE to the one-hot target). Everything else (random
+start, sign step, projection onto the eps-ball, clipping to the bounds) is Foolbox's own.
+
+:class:`TracedPGD` additionally records, at every step, the loss, the margin, whether each image
+is still classified correctly, and the norms of the input gradient: the evidence that tells a
+robust model from a loss that gives the attack nothing to climb.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import eagerpy as ep
+import foolbox as fb
+import numpy as np
+
+from attacks.losses import LOSSES, margin
+from core.errors import ConfigError
+
+__all__ = ["LossMixin", "PGD", "FGSM", "TracedPGD", "uniform_noise", "make_attack"]
+
+
+class LossMixin:
+    """Replaces a Foolbox gradient attack's loss with ``LOSSES[self.loss]`` (summed over images)."""
+
+    loss: str = "ce"
+
+    def get_loss_fn(self, model: fb.Model, labels: ep.Tensor) -> Callable[[ep.Tensor], ep.Tensor]:
+        per_image = LOSSES[self.loss]
+
+        def loss_fn(inputs: ep.Tensor) -> ep.Tensor:
+            logits = model(inputs)
+            values = per_image(logits, labels)
+            self._observe(logits, labels, values)
+            return values.sum()
+
+        return loss_fn
+
+    def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
+        """Hook for subclasses that record the optimisation (no-op here)."""
+
+
+def _check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown attack loss {loss!r} (known: {', '.join(LOSSES)})")
+    return loss
+
+
+class PGD(LossMixin, fb.attacks.LinfPGD):
+    """L-inf projected gradient descent (Madry et al. 2018) on ``loss``.
+
+    Parameters
+    ----------
+    loss : ``mse``, ``ce`` or ``margin``.
+    steps : number of sign-gradient steps.
+    abs_stepsize : step size in input units; if None, ``rel_stepsize * eps``.
+    rel_stepsize : step size relative to eps.
+    random_start : start from a uniform point in the eps-ball.
+    """
+
+    def __init__(self, *, loss: str = "ce", steps: int = 40, abs_stepsize: float | None = None,
+                 rel_stepsize: float = 0.01 / 0.3, random_start: bool = True):
+        super().__init__(rel_stepsize=rel_stepsize, abs_stepsize=abs_stepsize, steps=steps, random_start=random_start)
+        self.loss = _check_loss(loss)
+
+
+class FGSM(LossMixin, fb.attacks.FGSM):
+    """Fast gradient sign method (Goodfellow et al. 2015) on ``loss``: one step of size eps."""
+
+    def __init__(self, *, loss: str = "ce", random_start: bool = False):
+        super().__init__(random_start=random_start)
+        self.loss = _check_loss(loss)
+
+
+class TracedPGD(PGD):
+    """:class:`PGD` that records per-step statistics in ``self.trace`` (a list of dicts).
+
+    Step ``t`` describes the iterate before the ``t``-th update (step 0: the random start).
+    Columns: ``step, n, loss_mean, margin_mean, frac_correct, grad_l1_mean, grad_l2_mean,
+    grad_linf_mean, grad_zero_frac``.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.trace: list[dict] = []
+        self._pending: dict | None = None
+
+    def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
+        m = margin(logits, labels).numpy()
+        self._pending = {"loss_mean": float(values.numpy().mean()), "margin_mean": float(m.mean()),
+                         "frac_correct": float((m > 0).mean())}
+
+    def value_and_grad(self, loss_fn, x):
+        value, grad = super().value_and_grad(loss_fn, x)
+        g = grad.numpy().reshape(len(grad), -1).astype(np.float64)
+        row = {"step": len(self.trace), "n": len(g), **(self._pending or {}),
+               "grad_l1_mean": float(np.abs(g).sum(1).mean()),
+               "grad_l2_mean": float(np.sqrt((g ** 2).sum(1)).mean()),
+               "grad_linf_mean": float(np.abs(g).max(1).mean()),
+               "grad_zero_frac": float((g == 0).mean())}
+        self.trace.append(row)
+        return value, grad
+
+
+def uniform_noise() -> fb.attacks.LinfAdditiveUniformNoiseAttack:
+    """Uniform noise in [-eps, eps] per input, clipped to the bounds (the paper's random attack)."""
+    return fb.attacks.LinfAdditiveUniformNoiseAttack()
+
+
+def make_attack(kind: str, loss: str = "none", **kwargs: Any):
+    """``noise``, ``fgsm`` or ``pgd`` with ``loss`` (``none`` for noise) and keyword settings."""
+    if kind == "noise":
+        if loss != "none":
+            raise ConfigError("the noise attack takes no loss (loss='none')")
+        return uniform_noise()
+    if kind == "fgsm":
+        return FGSM(loss=loss, **kwargs)
+    if kind == "pgd":
+        return PGD(loss=loss, **kwargs)
+    raise ConfigError(f"unknown attack {kind!r} (noise, fgsm or pgd)")

@@ -1,0 +1,163 @@
+"""The seed paper's attacks plus a strong evaluation, run on one model, checked, with evidence.
+
+Paper's protocol (Yuezhang, Li & Chen 2021): uniform noise, FGSM and PGD (L-inf, 40 steps of
+0.01, random start) ascending the MSE to the one-hot target, at eps 0 to 0.3. Here FGSM and PGD
+also run with the cross-entropy and margin (Carlini & Wagner 2017) losses.
+
+Strong evaluation (Carlini et al. 2019, "On evaluating adversarial robustness"): PGD with
+``strong_steps`` (100) steps of ``strong_rel_stepsize * eps`` and ``strong_restarts`` (5) random
+restarts, cycling through ``strong_losses`` (margin, cross-entropy); an image counts as robust only
+if every restart fails. Its eps sweep continues past the paper's 0.3 in steps of ``eps_step``
+until robust accuracy <= ``target_acc`` (1%); that eps is reported.
+
+Evidence: where MSE-PGD leaves robust accuracy at least ``trace_gap`` above the strong
+evaluation at some eps, the images that survive MSE-PGD but not the strong attack are attacked
+again by PGD with the paper's settings under the MSE and the margin loss, recording loss, margin,
+accuracy and input-gradient norms at every step (``pgd_traces.csv``).
+
+The suite is model-agnostic like :func:`attacks.evaluate.evaluate_attack`: it takes a Foolbox
+model and a ``predict`` function.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from attacks.config import AttackConfig
+from attacks.evaluate import Evaluation, attack_once, check_rows, derive_seed, evaluate_attack
+from attacks.foolbox_attacks import FGSM, PGD, TracedPGD, uniform_noise
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AttackConfig", "SuiteResult", "run_suite", "plan_size", "TRACE_COLUMNS"]
+
+TRACE_COLUMNS = ["model", "eps", "loss", "step", "n", "loss_mean", "margin_mean", "frac_correct",
+                 "grad_l1_mean", "grad_l2_mean", "grad_linf_mean", "grad_zero_frac"]
+
+
+@dataclass
+class SuiteResult:
+    """Rows of ``robustness.csv``, failed-check messages, trace rows, scalar metrics, examples."""
+
+    rows: list[dict]
+    messages: list[str]
+    traces: list[dict]
+    metrics: dict
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+    @property
+    def checks_passed(self) -> bool:
+        return not self.messages
+
+
+def plan_size(cfg: AttackConfig) -> int:
+    """Number of (attack, eps) cells the suite runs before any extension of the strong sweep."""
+    per_loss = int(cfg.fgsm) + int(cfg.pgd)
+    return len(cfg.eps) * (int(cfg.noise) + per_loss * len(cfg.losses) + int(cfg.strong))
+
+
+def _strong_attacks(cfg: AttackConfig) -> list:
+    return [PGD(loss=cfg.strong_losses[r % len(cfg.strong_losses)], steps=cfg.strong_steps,
+                rel_stepsize=cfg.strong_rel_stepsize, random_start=True) for r in range(cfg.strong_restarts)]
+
+
+def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
+              cfg: AttackConfig, *, model: str, seed: int = 0, batch_size: int = 256,
+              progress: Callable[[str], None] | None = None) -> SuiteResult:
+    """Run every attack of ``cfg`` on ``(x, y)``, check the table, and gather evidence.
+
+    Parameters
+    ----------
+    fmodel : Foolbox model the attacks run on (bounds (0, 1)).
+    predict : labels of the model under test, ``(n, n_inputs) -> (n,)``.
+    x, y : (n, n_inputs) test inputs in [0, 1] and their (n,) labels.
+    model : the model's name in every row.
+    batch_size : images per attack call (``cfg.batch_size`` wins if set).
+    """
+    bs = cfg.batch_size or batch_size
+    common = dict(model=model, seed=seed, prune=cfg.prune, batch_size=bs, progress=progress)
+    evals: dict[str, Evaluation] = {}
+    timings = {}
+
+    def run(name: str, attacks, attack: str, loss: str, **kw) -> None:
+        t0 = time.time()
+        evals[name] = evaluate_attack(attacks, fmodel, predict, x, y, cfg.eps, attack=attack, loss=loss, **common, **kw)
+        timings[name] = time.time() - t0
+
+    if cfg.noise:
+        run("noise/none", uniform_noise(), "noise", "none", extra={"steps": 0, "stepsize": float("nan")})
+    for loss in cfg.losses:
+        if cfg.fgsm:
+            run(f"fgsm/{loss}", FGSM(loss=loss), "fgsm", loss, extra={"steps": 1, "stepsize": float("nan")})
+    for loss in cfg.losses:
+        if cfg.pgd:
+            atk = PGD(loss=loss, steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize, random_start=cfg.pgd_random_start)
+            run(f"pgd/{loss}", atk, "pgd", loss, extra={"steps": cfg.pgd_steps, "stepsize": cfg.pgd_stepsize})
+    strong_loss = "+".join(cfg.strong_losses)
+    if cfg.strong:
+        run("strong", _strong_attacks(cfg), "strong", strong_loss,
+            until_acc=cfg.target_acc, eps_step=cfg.eps_step, eps_max=cfg.eps_max,
+            extra={"steps": cfg.strong_steps, "stepsize": float("nan"), "rel_stepsize": cfg.strong_rel_stepsize})
+
+    rows = [row for ev in evals.values() for row in ev.rows]
+    messages = check_rows(rows)
+    for msg in messages:
+        log.warning("check failed: %s", msg)
+
+    first = next(iter(evals.values()), None)
+    metrics: dict[str, Any] = {
+        "n": int(len(y)),
+        "clean_accuracy": float(first.clean_correct.mean()) if first is not None else float("nan"),
+        "checks_passed": not messages,
+        "check_messages": messages,
+    }
+    for name, ev in evals.items():
+        metrics[f"wall_s_{name.replace('/', '_')}"] = round(timings[name], 3)
+        for row in ev.rows:
+            if abs(row["eps"] - 0.1) < 1e-9 or abs(row["eps"] - 0.3) < 1e-9:
+                metrics[f"robust_acc_{name.replace('/', '_')}_eps{row['eps']:g}"] = row["robust_acc"]
+    if "strong" in evals:
+        metrics["strong_eps_at_target"] = evals["strong"].eps_at(cfg.target_acc)
+        metrics["strong_target_acc"] = cfg.target_acc
+
+    traces: list[dict] = []
+    gap = _mse_gap(evals)
+    metrics["mse_pgd_minus_strong_max_gap"] = gap[1] if gap else None
+    if cfg.trace and gap and gap[1] >= cfg.trace_gap:
+        eps, size, i_mse, i_strong = gap
+        survivors = evals["pgd/mse"].correct[i_mse] & ~evals["strong"].correct[i_strong]
+        if not survivors.any():  # only when trace_gap <= 0 asks for traces without a gap
+            survivors = evals["pgd/mse"].clean_correct
+        idx = np.flatnonzero(survivors)[: cfg.trace_images]
+        log.info("MSE-PGD looks %.1f points more robust than the strong evaluation at eps=%g: tracing %d images",
+                 100 * size, eps, len(idx))
+        for loss in ("mse", "margin"):
+            atk = TracedPGD(loss=loss, steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize, random_start=cfg.pgd_random_start)
+            xa = attack_once(atk, fmodel, x[idx], y[idx], eps, derive_seed(seed, model, "trace", loss, eps))
+            final_correct = float((np.asarray(predict(xa)) == y[idx]).mean())
+            for row in atk.trace:
+                traces.append({"model": model, "eps": eps, "loss": loss, **row})
+            metrics[f"trace_final_acc_{loss}"] = final_correct
+        metrics.update(evidence="pgd_traces.csv", evidence_eps=eps, evidence_images=int(len(idx)))
+    else:
+        metrics["evidence"] = None
+    return SuiteResult(rows, messages, traces, metrics, evals)
+
+
+def _mse_gap(evals: dict[str, Evaluation]) -> tuple[float, float, int, int] | None:
+    """(eps, gap, index in MSE-PGD, index in strong) of the largest robust-accuracy gap."""
+    if "pgd/mse" not in evals or "strong" not in evals:
+        return None
+    mse, strong = evals["pgd/mse"], evals["strong"]
+    best = None
+    for i, eps in enumerate(mse.epsilons):
+        if eps in strong.epsilons:
+            j = strong.epsilons.index(eps)
+            g = float(mse.correct[i].mean() - strong.correct[j].mean())
+            if best is None or g > best[1] + 1e-12:
+                best = (eps, g, i, j)
+    return best

@@ -1,0 +1,284 @@
+"""Attacks: losses, Foolbox subclasses, the evaluation loop, and the checks that catch planted bugs."""
+from __future__ import annotations
+
+import foolbox as fb
+import numpy as np
+import pytest
+import torch
+
+import eagerpy as ep
+from attacks.config import LOSS_NAMES, AttackConfig
+from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
+from attacks.foolbox_attacks import FGSM, PGD, TracedPGD, make_attack, uniform_noise
+from attacks.losses import LOSSES, margin
+from attacks.suite import run_suite
+from core.config import resolve
+from core.errors import CerebError, ConfigError
+from core.runs import open_run
+from models.rate import RateConfig, RateTrainConfig, fit, load, predict_labels
+from tasks import TaskConfig, load_task
+
+EPS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small rate model trained on digits, its Foolbox wrapper, a predict function and 60 test images."""
+    ds = load_task(TaskConfig(name="digits"))
+    root = tmp_path_factory.mktemp("runs")
+    with open_run("rate", {"model_kind": "rate", "model": RateConfig(width=200).__dict__}, 0, root=root) as run:
+        fit("rate", ds, RateConfig(width=200), RateTrainConfig(epochs=2), 0, run)
+    model = load(run.path)
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    predict = lambda a: predict_labels(model, a)  # noqa: E731
+    return model, fmodel, predict, ds.x_test[:60].copy(), ds.y_test[:60].copy()
+
+
+# ----------------------------------------------------------------------------- losses
+def test_losses_match_their_definitions():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]])
+    labels = torch.tensor([0, 2])
+    t_logits, t_labels = ep.astensor(logits), ep.astensor(labels)
+    mse = LOSSES["mse"](t_logits, t_labels).raw
+    assert torch.allclose(mse, torch.tensor([1.0 + 0.25 + 1.0, 0.01 + 0.09 + 0.64]))
+    ce = LOSSES["ce"](t_logits, t_labels).raw
+    assert torch.allclose(ce, torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
+    m = LOSSES["margin"](t_logits, t_labels).raw
+    assert torch.allclose(m, torch.tensor([0.5 - 2.0, 0.3 - 0.2]))
+    # the margin is positive exactly for correctly classified images
+    assert (margin(t_logits, t_labels).raw > 0).tolist() == [True, False]
+    assert set(LOSSES) == set(LOSS_NAMES)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce", "margin"])
+def test_subclassed_attacks_ascend_the_chosen_loss(trained, loss):
+    model, fmodel, _, x, y = trained
+    xt, yt = torch.from_numpy(x[:5]), torch.from_numpy(y[:5])
+    for attack in (PGD(loss=loss), FGSM(loss=loss)):
+        fn = attack.get_loss_fn(fmodel, ep.astensor(yt))
+        value = float(fn(ep.astensor(xt)).raw)
+        expected = float(LOSSES[loss](ep.astensor(model(xt)), ep.astensor(yt)).raw.sum())
+        assert value == pytest.approx(expected, rel=1e-6)
+        assert f"loss={loss}" in repr(attack)
+
+
+def test_unknown_loss_or_attack_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown attack loss 'hinge'"):
+        PGD(loss="hinge")
+    with pytest.raises(ConfigError, match="unknown attack 'cw'"):
+        make_attack("cw", "margin")
+
+
+# ----------------------------------------------------------------------------- evaluation, table-driven
+ATTACKS = {
+    "noise/none": lambda: uniform_noise(),
+    "fgsm/mse": lambda: FGSM(loss="mse"),
+    "fgsm/ce": lambda: FGSM(loss="ce"),
+    "fgsm/margin": lambda: FGSM(loss="margin"),
+    "pgd/mse": lambda: PGD(loss="mse", steps=10, rel_stepsize=0.25),
+    "pgd/ce": lambda: PGD(loss="ce", steps=10, rel_stepsize=0.25),
+    "pgd/margin": lambda: PGD(loss="margin", steps=10, rel_stepsize=0.25),
+}
+
+
+@pytest.fixture(scope="module")
+def table(trained):
+    _, fmodel, predict, x, y = trained
+    rows, evals = [], {}
+    for name, make in ATTACKS.items():
+        attack, loss = name.split("/")
+        ev = evaluate_attack(make(), fmodel, predict, x, y, EPS, model="rate", attack=attack, loss=loss, seed=1,
+                             batch_size=25)
+        rows += ev.rows
+        evals[name] = ev
+    return rows, evals
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_respects_eps_bounds_and_the_clean_accuracy(trained, table, name):
+    _, _, predict, x, y = trained
+    rows, evals = table
+    ev = evals[name]
+    clean = float((predict(x) == y).mean())
+    assert ev.rows[0]["eps"] == 0 and ev.rows[0]["robust_acc"] == clean
+    assert list(ev.rows[0])[: len(ROBUSTNESS_COLUMNS)] == ROBUSTNESS_COLUMNS
+    delta = np.abs(ev.adversarial - x[None]).reshape(len(EPS), len(x), -1).max(axis=2)
+    for i, eps in enumerate(EPS):
+        assert delta[i].max() <= eps + 1e-6
+        assert ev.adversarial[i].min() >= 0 and ev.adversarial[i].max() <= 1
+        # the recorded outcome is what predict says about the recorded inputs
+        assert np.array_equal(ev.correct[i], (predict(ev.adversarial[i]) == y) & ev.clean_correct)
+    assert not check_rows(ev.rows)
+
+
+def test_gradient_attacks_beat_noise_and_pgd_beats_fgsm(table):
+    rows, evals = table
+    assert check_rows(rows) == []  # includes: PGD never weaker than FGSM at the same eps and loss
+    at = {name: ev.rows[-1]["robust_acc"] for name, ev in evals.items()}  # eps = 0.3
+    assert at["pgd/margin"] < at["noise/none"]
+    assert at["pgd/margin"] <= 0.1
+
+
+def test_pruned_sweep_carries_fooling_inputs_forward(table):
+    _, evals = table
+    for ev in evals.values():
+        for a, b in zip(ev.correct, ev.correct[1:]):
+            assert not (b & ~a).any()  # robust at a larger eps implies robust at the smaller one
+
+
+def test_evaluation_is_deterministic_given_the_seed(trained):
+    _, fmodel, predict, x, y = trained
+    runs = [evaluate_attack(PGD(loss="ce", steps=5, abs_stepsize=0.02), fmodel, predict, x, y, (0.05, 0.1),
+                            model="m", attack="pgd", loss="ce", seed=s) for s in (7, 7, 8)]
+    assert np.array_equal(runs[0].adversarial, runs[1].adversarial)
+    assert not np.array_equal(runs[0].adversarial, runs[2].adversarial)
+
+
+def test_restarts_take_the_worst_case_per_image(trained):
+    _, fmodel, predict, x, y = trained
+    one = evaluate_attack(PGD(loss="ce", steps=3, abs_stepsize=0.01), fmodel, predict, x, y, (0.05,),
+                          model="m", attack="pgd", loss="ce", seed=0)
+    three = evaluate_attack([PGD(loss="ce", steps=3, abs_stepsize=0.01) for _ in range(3)], fmodel, predict, x, y,
+                            (0.05,), model="m", attack="pgd", loss="ce", seed=0)
+    assert not (three.correct[0] & ~one.correct[0]).any()  # restart 0 is the same attack, same seed
+    assert three.rows[0]["restarts"] == 3
+
+
+def test_extended_sweep_stops_at_the_target_accuracy(trained):
+    _, fmodel, predict, x, y = trained
+    ev = evaluate_attack(PGD(loss="margin", steps=10, rel_stepsize=0.1), fmodel, predict, x, y, (0.0, 0.01),
+                         model="m", attack="pgd", loss="margin", until_acc=0.0, eps_step=0.05, eps_max=1.0)
+    assert ev.epsilons[:2] == [0.0, 0.01]
+    assert ev.rows[-1]["robust_acc"] == 0.0
+    assert all(r["robust_acc"] > 0 for r in ev.rows[:-1])
+    assert ev.eps_at(0.0) == ev.epsilons[-1] > 0.01
+    assert np.allclose(np.diff(ev.epsilons[1:]), 0.05)
+
+
+# ----------------------------------------------------------------------------- planted bugs
+class IgnoresEps:
+    """A buggy attack: runs PGD at twice the eps it is given and reports that as the result."""
+
+    def __init__(self):
+        self.pgd = PGD(loss="margin", steps=5, rel_stepsize=0.5)
+
+    def __call__(self, model, inputs, criterion, *, epsilons):
+        raw, clipped, success = self.pgd(model, inputs, criterion, epsilons=[2 * e for e in epsilons])
+        return raw, clipped, success
+
+
+class LeavesBounds:
+    """A buggy attack: adds +-eps without clipping to [0, 1]."""
+
+    def __call__(self, model, inputs, criterion, *, epsilons):
+        out = [inputs + e * torch.sign(inputs - 0.5 + 1e-3) for e in epsilons]
+        return out, out, None
+
+
+def test_checks_catch_an_attack_that_ignores_eps(trained):
+    _, fmodel, predict, x, y = trained
+    ev = evaluate_attack(IgnoresEps(), fmodel, predict, x, y, (0.0, 0.05, 0.1), model="m", attack="pgd", loss="margin")
+    messages = check_rows(ev.rows)
+    assert any("eps=0.05: perturbation 0.1 exceeds eps" in m for m in messages), messages
+    assert any("eps=0.1: perturbation 0.2 exceeds eps" in m for m in messages), messages
+
+
+def test_checks_catch_inputs_outside_the_unit_interval(trained):
+    _, fmodel, predict, x, y = trained
+    ev = evaluate_attack(LeavesBounds(), fmodel, predict, x, y, (0.1,), model="m", attack="noise", loss="none")
+    messages = check_rows(ev.rows)
+    assert any("below 0" in m for m in messages) and any("above 1" in m for m in messages), messages
+
+
+def _row(attack, loss, eps, acc, n=100):
+    return {"model": "m", "attack": attack, "loss": loss, "eps": eps, "seed": 0, "n": n,
+            "n_correct": round(acc * n), "robust_acc": acc, "mean_linf": eps, "mean_l2": eps,
+            "max_linf": eps, "x_min": 0.0, "x_max": 1.0}
+
+
+def test_checks_catch_robust_accuracy_rising_with_eps():
+    rows = [_row("pgd", "mse", e, a) for e, a in [(0.0, 0.9), (0.1, 0.5), (0.2, 0.6), (0.3, 0.2)]]
+    messages = check_rows(rows)
+    assert messages == ["m pgd/mse: robust accuracy rises with eps (0.5000 at eps=0.1 -> 0.6000 at eps=0.2)"]
+
+
+def test_checks_catch_pgd_weaker_than_fgsm_and_strong_weaker_than_pgd():
+    rows = [_row("fgsm", "ce", 0.1, 0.30), _row("pgd", "ce", 0.1, 0.35), _row("pgd", "margin", 0.1, 0.2),
+            _row("strong", "margin+ce", 0.1, 0.25)]
+    messages = check_rows(rows)
+    assert any("pgd/ce is weaker than fgsm/ce" in m for m in messages)
+    assert any("strong/margin+ce is weaker than pgd/margin" in m for m in messages)
+    assert not any("weaker than pgd/ce" in m for m in messages)  # 0.25 <= 0.35
+    rows_ok = [_row("fgsm", "ce", 0.1, 0.30), _row("pgd", "ce", 0.1, 0.30), _row("strong", "margin+ce", 0.1, 0.1)]
+    assert check_rows(rows_ok) == []
+
+
+# ----------------------------------------------------------------------------- other models
+def test_gradient_attack_on_a_numpy_black_box_explains_itself():
+    fmodel = fb.models.NumPyModel(lambda a: np.stack([a.sum(1), -a.sum(1)], 1), bounds=(0, 1))
+    x, y = np.full((4, 3), 0.5, np.float32), np.zeros(4, np.int64)
+    with pytest.raises(CerebError, match="needs gradients"):
+        evaluate_attack(PGD(loss="ce", steps=2), fmodel, lambda a: np.zeros(len(a), np.int64), x, y, (0.1,),
+                        model="m", attack="pgd", loss="ce")
+
+
+def test_evaluation_works_on_a_numpy_black_box():
+    """Model-agnostic: a decision-free attack on a numpy model, judged by a numpy predict."""
+    w = np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32)
+    logits = lambda a: a @ w  # noqa: E731
+    fmodel = fb.models.NumPyModel(logits, bounds=(0, 1))
+    x = np.random.default_rng(1).random((30, 16)).astype(np.float32)
+    y = logits(x).argmax(1)
+    ev = evaluate_attack(uniform_noise(), fmodel, lambda a: logits(a).argmax(1), x, y, (0.0, 0.2, 0.5),
+                         model="linear", attack="noise", loss="none")
+    assert ev.rows[0]["robust_acc"] == 1.0 and ev.rows[-1]["robust_acc"] < 1.0
+    assert check_rows(ev.rows) == []
+
+
+# ----------------------------------------------------------------------------- the suite
+def test_suite_writes_every_attack_and_records_evidence(trained):
+    _, fmodel, predict, x, y = trained
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.1, 0.2), pgd_steps=8, pgd_stepsize=0.05, strong_steps=40, strong_restarts=3, strong_rel_stepsize=0.1,
+                       trace_gap=-1.0, trace_images=10)
+    res = run_suite(fmodel, predict, x, y, cfg, model="rate", seed=0, batch_size=30)
+    combos = {(r["attack"], r["loss"]) for r in res.rows}
+    assert combos == {("noise", "none"), ("strong", "margin+ce")} | {(a, l) for a in ("fgsm", "pgd") for l in LOSS_NAMES}
+    assert res.checks_passed and res.metrics["checks_passed"] is True and res.metrics["check_messages"] == []
+    strong = [r for r in res.rows if r["attack"] == "strong"]
+    assert strong[-1]["robust_acc"] <= cfg.target_acc or strong[-1]["eps"] == cfg.eps_max
+    assert res.metrics["strong_eps_at_target"] == strong[-1]["eps"]
+    # trace_gap=-1 forces the evidence: per-step rows for the MSE and margin losses
+    assert res.metrics["evidence"] == "pgd_traces.csv"
+    steps = [r["step"] for r in res.traces if r["loss"] == "mse"]
+    assert steps == list(range(cfg.pgd_steps))
+    assert all(r["grad_l2_mean"] >= 0 for r in res.traces)
+
+
+def test_suite_reports_failed_checks_instead_of_hiding_them(trained, monkeypatch):
+    _, fmodel, predict, x, y = trained
+    import attacks.suite as suite
+
+    monkeypatch.setattr(suite, "uniform_noise", lambda: IgnoresEps())
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.1), fgsm=False, pgd=False, strong=False)
+    res = run_suite(fmodel, predict, x, y, cfg, model="rate")
+    assert res.metrics["checks_passed"] is False
+    assert any("exceeds eps" in m for m in res.metrics["check_messages"])
+
+
+def test_traced_pgd_records_one_row_per_step(trained):
+    _, fmodel, _, x, y = trained
+    atk = TracedPGD(loss="mse", steps=4, abs_stepsize=0.01)
+    atk(fmodel, torch.from_numpy(x[:10]), torch.from_numpy(y[:10]), epsilons=[0.1])
+    assert [r["step"] for r in atk.trace] == [0, 1, 2, 3]
+    assert atk.trace[-1]["loss_mean"] >= atk.trace[0]["loss_mean"]  # the attack climbs its loss
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"eps": [0.0, -0.1]}, "attack.eps must be >= 0, got -0.1"),
+    ({"losses": ["mse", "hinge"]}, "unknown attack loss 'hinge'"),
+    ({"strong_restarts": 0}, "attack.strong_restarts must be >= 1"),
+    ({"n": 0}, "attack.n must be >= 1"),
+])
+def test_attack_config_rejects_bad_values(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve(AttackConfig, override)
