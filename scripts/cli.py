@@ -10,6 +10,9 @@ from scripts.common import add_verbosity, run_command
 SUBCOMMANDS = {
     "tasks": "scripts.tasks",
     "train": "scripts.train",
+    "bench": "scripts.bench",
+    "attack": "scripts.attack",
+    "study": "scripts.study",
 }
 
 

@@ -23,6 +23,7 @@ def get_brian2():
         b2.prefs.codegen.target = "cython"
         b2.prefs.codegen.runtime.cython.cache_dir = str(cache_dir("brian2"))
         b2.prefs.codegen.runtime.cython.multiprocess_safe = True
+        b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j2"]  # default '-j' forks dozens of compilers
         b2.prefs.logging.file_log = False
         b2.prefs.logging.std_redirection = False
         b2.prefs.core.default_float_dtype = __import__("numpy").float64
