@@ -20,7 +20,7 @@ import numpy as np
 from attacks.losses import LOSSES, margin
 from core.errors import ConfigError
 
-__all__ = ["LossMixin", "PGD", "FGSM", "TracedPGD", "uniform_noise", "make_attack"]
+__all__ = ["LossMixin", "PGD", "StrongPGD", "FGSM", "TracedPGD", "uniform_noise", "make_attack"]
 
 
 class LossMixin:
@@ -73,6 +73,42 @@ class FGSM(LossMixin, fb.attacks.FGSM):
     def __init__(self, *, loss: str = "ce", random_start: bool = False):
         super().__init__(random_start=random_start)
         self.loss = _check_loss(loss)
+
+
+class StrongPGD(PGD):
+    """:class:`PGD` that returns, per image, the first iterate the Foolbox model misclassifies.
+
+    Foolbox's PGD returns its last iterate, which can have left an adversarial region it passed
+    through (sign steps oscillate). For the strong evaluation an image counts as broken if any
+    iterate fools the model ("best iterate", as recommended by Carlini et al. 2019); images never
+    fooled get the last iterate. Success is judged on the Foolbox model's outputs, which are
+    computed at every step anyway.
+    """
+
+    def run(self, model, inputs, criterion, *, epsilon, **kwargs):
+        self._found = None
+        final = super().run(model, inputs, criterion, epsilon=epsilon, **kwargs)
+        if self._found is None:
+            return final
+        x_final, restore_type = ep.astensor_(final)
+        mask, found = self._found
+        self._found = None
+        keep = mask.reshape((-1,) + (1,) * (x_final.ndim - 1))
+        return restore_type(ep.where(keep, found, x_final))
+
+    def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
+        self._fooled = margin(logits, labels) < 0
+
+    def value_and_grad(self, loss_fn, x):
+        value, grad = super().value_and_grad(loss_fn, x)
+        fooled = self._fooled
+        if self._found is None:
+            self._found = (ep.zeros(fooled, fooled.shape).astype(bool), x)
+        mask, found = self._found
+        new = fooled.logical_and(mask.logical_not())
+        keep = new.reshape((-1,) + (1,) * (x.ndim - 1))
+        self._found = (mask.logical_or(new), ep.where(keep, x, found))
+        return value, grad
 
 
 class TracedPGD(PGD):

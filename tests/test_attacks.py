@@ -205,12 +205,27 @@ def test_checks_catch_robust_accuracy_rising_with_eps():
 def test_checks_catch_pgd_weaker_than_fgsm_and_strong_weaker_than_pgd():
     rows = [_row("fgsm", "ce", 0.1, 0.30), _row("pgd", "ce", 0.1, 0.35), _row("pgd", "margin", 0.1, 0.2),
             _row("strong", "margin+ce", 0.1, 0.25)]
-    messages = check_rows(rows)
-    assert any("pgd/ce is weaker than fgsm/ce" in m for m in messages)
+    assert check_rows(rows) == ["m eps=0.1: pgd/ce is weaker than fgsm/ce (robust accuracy 0.3500 > 0.3000)"]
+    messages = check_rows(rows, dominance=(("strong", "pgd"),))
     assert any("strong/margin+ce is weaker than pgd/margin" in m for m in messages)
     assert not any("weaker than pgd/ce" in m for m in messages)  # 0.25 <= 0.35
     rows_ok = [_row("fgsm", "ce", 0.1, 0.30), _row("pgd", "ce", 0.1, 0.30), _row("strong", "margin+ce", 0.1, 0.1)]
-    assert check_rows(rows_ok) == []
+    assert check_rows(rows_ok, dominance=(("pgd", "fgsm"), ("strong", "pgd"))) == []
+
+
+def test_worst_case_rows_take_every_attack_into_account(table, trained):
+    from attacks.evaluate import worst_case
+
+    _, _, predict, x, y = trained
+    _, evals = table
+    rows = worst_case(list(evals.values()), x, model="rate")
+    assert [r["eps"] for r in rows] == list(EPS)
+    for i, row in enumerate(rows):
+        both = np.logical_and.reduce([ev.correct[i] for ev in evals.values()])
+        assert row["n_correct"] == both.sum()
+        assert row["robust_acc"] <= min(ev.rows[i]["robust_acc"] for ev in evals.values())
+        assert row["max_linf"] <= EPS[i] + 1e-6
+    assert check_rows(rows) == []
 
 
 # ----------------------------------------------------------------------------- other models
@@ -242,11 +257,13 @@ def test_suite_writes_every_attack_and_records_evidence(trained):
                        trace_gap=-1.0, trace_images=10)
     res = run_suite(fmodel, predict, x, y, cfg, model="rate", seed=0, batch_size=30)
     combos = {(r["attack"], r["loss"]) for r in res.rows}
-    assert combos == {("noise", "none"), ("strong", "margin+ce")} | {(a, l) for a in ("fgsm", "pgd") for l in LOSS_NAMES}
+    assert combos == {("noise", "none"), ("strong", "margin+ce"), ("worst", "all")} | {
+        (a, l) for a in ("fgsm", "pgd") for l in LOSS_NAMES}
     assert res.checks_passed and res.metrics["checks_passed"] is True and res.metrics["check_messages"] == []
     strong = [r for r in res.rows if r["attack"] == "strong"]
     assert strong[-1]["robust_acc"] <= cfg.target_acc or strong[-1]["eps"] == cfg.eps_max
-    assert res.metrics["strong_eps_at_target"] == strong[-1]["eps"]
+    assert res.metrics["strong_eps_at_target"] == min(
+        (r["eps"] for r in strong if r["robust_acc"] <= cfg.target_acc), default=None)
     # trace_gap=-1 forces the evidence: per-step rows for the MSE and margin losses
     assert res.metrics["evidence"] == "pgd_traces.csv"
     steps = [r["step"] for r in res.traces if r["loss"] == "mse"]

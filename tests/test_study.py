@@ -1,0 +1,216 @@
+"""The 'cereb attack' and 'cereb study' commands end to end, and their one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.paths import PROJECT_ROOT
+from core.runs import find_runs, load_npz, read_csv
+from scripts.cli import main
+from scripts.study import load_study
+
+# fast attack settings for tests (the defaults are the paper's and the strong evaluation's); FGSM is
+# off because on a tiny model a short PGD can legitimately be weaker than FGSM on an image or two,
+# which the checks would (rightly) report; tests/test_attacks.py covers FGSM and that check
+FAST = ["--set", "attack.fgsm=false", "--set", "attack.pgd_steps=10", "--set", "attack.pgd_stepsize=0.05", "--set", "attack.strong_steps=10",
+        "--set", "attack.strong_restarts=2", "--set", "attack.strong_rel_stepsize=0.3"]
+COLUMNS = "model,attack,loss,eps,seed,n,n_correct,robust_acc,mean_linf,mean_l2"
+
+
+def cereb(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scripts.cli", *args], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("cereb: error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    code = main(["train", "-q", "--model", "rate", "--task", "digits", "--set", "model.width=200",
+                 "--set", "train.epochs=1", "--out", str(out)])
+    assert code == 0
+    (run,) = find_runs(out, "rate")
+    return run
+
+
+def test_train_then_attack_writes_a_checked_robustness_table(trained_run, tmp_path):
+    res = cereb("attack", "-q", "--run", str(trained_run), "--n", "50", "--out", str(tmp_path), *FAST)
+    assert res.returncode == 0, res.stderr
+    assert "checks: all passed" in res.stdout
+    (arun,) = find_runs(tmp_path, "attack-rate")
+    header = (arun / "robustness.csv").read_text().splitlines()[0]
+    assert header.startswith(COLUMNS + ",")
+    rows = read_csv(arun / "robustness.csv")
+    assert {(r["attack"], r["loss"]) for r in rows} == {("noise", "none"), ("pgd", "mse"), ("pgd", "ce"),
+                                                        ("pgd", "margin"), ("strong", "margin+ce"), ("worst", "all")}
+    assert all(r["n"] == 50 for r in rows)
+    assert {r["eps"] for r in rows if r["attack"] == "pgd"} == {0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3}
+    metrics = json.loads((arun / "metrics.json").read_text())
+    assert metrics["checks_passed"] is True and metrics["check_messages"] == []
+    assert 0.5 < metrics["clean_accuracy"] <= 1
+    assert metrics["n"] == 50
+    strong = [r for r in rows if r["attack"] == "strong"]
+    assert strong[-1]["robust_acc"] <= 0.01
+    assert metrics["strong_eps_at_target"] == min(r["eps"] for r in strong if r["robust_acc"] <= 0.01)
+    config = json.loads((arun / "config.json").read_text())
+    assert config["source_run"] == f"rate/{trained_run.name}" and config["attack"]["n"] == 50
+    meta = json.loads((arun / "meta.json").read_text())
+    assert meta["status"] == "completed"
+    examples = load_npz(arun / "adversarials.npz")
+    assert examples["x_clean"].shape == (10, 64)
+    # a second identical call reuses the completed run
+    again = cereb("attack", "-q", "--run", str(trained_run), "--n", "50", "--out", str(tmp_path), *FAST)
+    assert again.returncode == 0 and "reusing completed run" in again.stdout
+
+
+def test_failed_checks_are_printed_and_recorded(trained_run, tmp_path, capsys, monkeypatch):
+    import attacks.suite as suite
+
+    class IgnoresEps:  # a planted bug: perturbs by twice the eps it is given
+        def __call__(self, model, inputs, criterion, *, epsilons):
+            out = [(inputs + 2 * e * (1 - 2 * (inputs > 0.5))).clamp(0, 1) for e in epsilons]
+            return out, out, None
+
+    monkeypatch.setattr(suite, "uniform_noise", IgnoresEps)
+    code = main(["attack", "-q", "--run", str(trained_run), "--n", "20", "--out", str(tmp_path), "--set",
+                 "attack.fgsm=false", "--set", "attack.pgd=false", "--set", "attack.strong=false"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "checks: 6 FAILED" in out and "FAILED: rate noise/none eps=0.05: perturbation 0.1 exceeds eps" in out
+    (arun,) = find_runs(tmp_path, "attack-rate")
+    metrics = json.loads((arun / "metrics.json").read_text())
+    assert metrics["checks_passed"] is False and len(metrics["check_messages"]) == 6
+    assert json.loads((arun / "meta.json").read_text())["status"] == "completed"
+
+
+def _args(run: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["attack", "-q", "--run", str(run), "--n", "20", "--out", str(tmp_path), *FAST, *extra]
+
+
+def test_negative_eps_is_exit_code_2_with_a_message(trained_run, tmp_path, capsys):
+    assert main(_args(trained_run, tmp_path, "--eps", "0,-0.1")) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert "attack.eps must be >= 0, got -0.1" in err
+    assert not (tmp_path / "attack-rate").exists()
+
+
+@pytest.mark.parametrize("breakage,fragment", [
+    ("missing", "does not exist"),
+    ("running", "has status 'running', not 'completed'"),
+    ("corrupt", "is not a readable checkpoint"),
+    ("no_checkpoint", "no checkpoint at"),
+    ("spiking", "spiking attacks (surrogate white-box, transfer, decision-based) are not available yet"),
+    ("too_many", "attack.n=5000 but the test split of task digits has only 359 images"),
+])
+def test_bad_source_runs_are_explained(trained_run, tmp_path, capsys, breakage, fragment):
+    import shutil
+
+    run = tmp_path / "rate" / trained_run.name
+    shutil.copytree(trained_run, run)
+    extra: list[str] = []
+    if breakage == "missing":
+        shutil.rmtree(run)
+    elif breakage == "running":
+        meta = json.loads((run / "meta.json").read_text())
+        (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    elif breakage == "corrupt":
+        (run / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip file")
+    elif breakage == "no_checkpoint":
+        (run / "checkpoint.npz").unlink()
+    elif breakage == "spiking":
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**cfg, "model_kind": "spiking"}))
+    elif breakage == "too_many":
+        extra = ["--n", "5000"]
+    assert main(_args(run, tmp_path / "out", *extra)) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert fragment in err
+    assert not (tmp_path / "out" / "attack-rate").exists() or not find_runs(tmp_path / "out", "attack-rate")
+
+
+# ----------------------------------------------------------------------------- study
+STUDY = """
+name: tiny
+seeds: [0]
+base:
+  task.name: digits
+  train.epochs: 1
+grid:
+  model.width: [60, 90]
+variants:
+  - {model.ltd: none}
+  - {label: LTD, model.ltd: ma}
+attack:
+  n: 20
+  fgsm: false
+  eps: [0.0, 0.1, 0.2]
+  pgd_steps: 4
+  pgd_stepsize: 0.1
+  strong_steps: 8
+  strong_restarts: 2
+  strong_rel_stepsize: 0.5
+"""
+
+
+def test_study_file_expands_grid_variants_and_seeds(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(STUDY.replace("seeds: [0]", "seeds: [0, 1]"))
+    study = load_study(f, data_dir="/some/mnist")
+    labels = sorted({j["label"] for j in study["jobs"]})
+    assert labels == ["LTD width=60", "LTD width=90", "ltd=none width=60", "ltd=none width=90"]
+    assert len(study["jobs"]) == 8
+    job = next(j for j in study["jobs"] if j["label"] == "LTD width=90" and j["seed"] == 1)
+    assert job["overrides"]["model"] == {"width": 90, "ltd": "ma"}
+    assert job["overrides"]["task"] == {"name": "digits", "data_dir": "/some/mnist"}
+    assert study["attack"]["n"] == 20
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: x\nbogus: 1\n", "unknown key 'bogus'"),
+    ("name: x\nbase: {model.depth: 3}\n", "unknown config key 'model.depth'"),
+    ("name: x\nattack: {eps: [-1]}\n", "attack.eps must be >= 0"),
+    ("name: x\nseeds: 3\n", "seeds must be a non-empty list"),
+])
+def test_bad_study_files_are_one_line_errors(tmp_path, capsys, text, fragment):
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    assert main(["study", "-q", str(f), "--out", str(tmp_path)]) == 2
+    assert fragment in one_line_error(capsys.readouterr().err)
+
+
+def test_study_runs_in_parallel_and_resumes(tmp_path):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    out = tmp_path / "results"
+    res = cereb("study", "-q", str(f), "--jobs", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    (srun,) = find_runs(out, "study-tiny")
+    rows = read_csv(srun / "study.csv")
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert all(str(r["checks_passed"]) == "True" for r in rows)
+    assert len(find_runs(out, "rate")) == 4 and len(find_runs(out, "attack-rate")) == 4
+    # simulate an interrupted study: drop one attack run, then run the study again
+    victim = Path(rows[0]["attack_run"])
+    meta = json.loads((victim / "meta.json").read_text())
+    (victim / "meta.json").write_text(json.dumps({**meta, "status": "failed"}))
+    (srun / "meta.json").write_text(json.dumps({**json.loads((srun / "meta.json").read_text()), "status": "failed"}))
+    again = cereb("study", "-q", str(f), "--jobs", "1", "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert len(find_runs(out, "rate")) == 4  # every training run reused
+    assert len(find_runs(out, "attack-rate")) == 5  # only the failed attack was redone
+    newest = max(find_runs(out, "study-tiny"), key=lambda p: p.name)
+    rows2 = read_csv(newest / "study.csv")
+    reused = {r["label"]: (str(r["train_reused"]), str(r["attack_reused"])) for r in rows2}
+    assert sorted(reused.values()) == [("True", "False")] + [("True", "True")] * 3
+    assert np.isclose(sorted(r["test_accuracy"] for r in rows2), sorted(r["test_accuracy"] for r in rows)).all()
