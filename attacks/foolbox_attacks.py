@@ -76,39 +76,50 @@ class FGSM(LossMixin, fb.attacks.FGSM):
 
 
 class StrongPGD(PGD):
-    """:class:`PGD` that returns, per image, the first iterate the Foolbox model misclassifies.
+    """:class:`PGD` that stops each image at the first iterate the Foolbox model misclassifies.
 
     Foolbox's PGD returns its last iterate, which can have left an adversarial region it passed
     through (sign steps oscillate). For the strong evaluation an image counts as broken if any
-    iterate fools the model ("best iterate", as recommended by Carlini et al. 2019); images never
-    fooled get the last iterate. Success is judged on the Foolbox model's outputs, which are
-    computed at every step anyway.
+    iterate fools the model ("best iterate", as recommended by Carlini et al. 2019), and an image
+    that is fooled is not computed any further, so each step costs only the images still
+    resisting. Images never fooled get the last iterate. The steps themselves (random start, sign
+    step, projection, clipping) are Foolbox's, applied image by image exactly as in its loop.
     """
 
     def run(self, model, inputs, criterion, *, epsilon, **kwargs):
-        self._found = None
-        final = super().run(model, inputs, criterion, epsilon=epsilon, **kwargs)
-        if self._found is None:
-            return final
-        x_final, restore_type = ep.astensor_(final)
-        mask, found = self._found
-        self._found = None
-        keep = mask.reshape((-1,) + (1,) * (x_final.ndim - 1))
-        return restore_type(ep.where(keep, found, x_final))
+        from foolbox.attacks.base import get_criterion, raise_if_kwargs, verify_input_bounds
+        from foolbox.criteria import Misclassification
+
+        raise_if_kwargs(kwargs)
+        x0, restore_type = ep.astensor_(inputs)
+        criterion_ = get_criterion(criterion)
+        if not isinstance(criterion_, Misclassification):
+            raise ValueError("StrongPGD is an untargeted attack (Misclassification criterion only)")
+        verify_input_bounds(x0, model)
+        labels = criterion_.labels
+        stepsize = self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * epsilon
+        x = ep.clip(self.get_random_start(x0, epsilon), *model.bounds) if self.random_start else x0
+        active = np.arange(len(x0))
+        for _ in range(self.steps):
+            idx = ep.from_numpy(x0, active)
+            xa, x0a = x[idx], x0[idx]
+            _, grad = self.value_and_grad(self.get_loss_fn(model, labels[idx]), xa)
+            fooled = self._fooled.numpy().astype(bool)
+            grad = self.normalize(grad, x=xa, bounds=model.bounds)
+            stepped = ep.clip(self.project(xa + stepsize * grad, x0a, epsilon), *model.bounds)
+            x = ep.index_update(x, idx, ep.where(_like(xa, fooled), xa, stepped))
+            active = active[~fooled]
+            if not len(active):
+                break
+        return restore_type(x)
 
     def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
         self._fooled = margin(logits, labels) < 0
 
-    def value_and_grad(self, loss_fn, x):
-        value, grad = super().value_and_grad(loss_fn, x)
-        fooled = self._fooled
-        if self._found is None:
-            self._found = (ep.zeros(fooled, fooled.shape).astype(bool), x)
-        mask, found = self._found
-        new = fooled.logical_and(mask.logical_not())
-        keep = new.reshape((-1,) + (1,) * (x.ndim - 1))
-        self._found = (mask.logical_or(new), ep.where(keep, x, found))
-        return value, grad
+
+def _like(x: ep.Tensor, mask: np.ndarray) -> ep.Tensor:
+    """A boolean mask of one entry per image, broadcastable against ``x`` and of its backend."""
+    return ep.from_numpy(x, mask.reshape((-1,) + (1,) * (x.ndim - 1)))
 
 
 class TracedPGD(PGD):

@@ -299,3 +299,19 @@ def test_traced_pgd_records_one_row_per_step(trained):
 def test_attack_config_rejects_bad_values(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(AttackConfig, override)
+
+
+def test_strong_pgd_fools_every_image_plain_pgd_fools_from_the_same_start(trained):
+    from attacks.foolbox_attacks import StrongPGD
+
+    model, fmodel, predict, x, y = trained
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    fooled = {}
+    for cls in (PGD, StrongPGD):
+        torch.manual_seed(3)  # same random start
+        _, clipped, _ = cls(loss="margin", steps=15, rel_stepsize=0.3)(fmodel, xt, yt, epsilons=[0.1])
+        adv = clipped[0].numpy()
+        assert np.abs(adv - x).max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        fooled[cls] = predict(adv) != y
+    assert not (fooled[PGD] & ~fooled[StrongPGD]).any()
+    assert fooled[StrongPGD].sum() >= fooled[PGD].sum() > 0
