@@ -35,8 +35,10 @@ __all__ = ["Prediction", "SpikingEngine", "scores_from_counts"]
 class Prediction:
     """Output of :meth:`SpikingEngine.predict` for ``n`` queries.
 
-    scores : ``(n, n_classes)`` mean Purkinje rate per class (Hz); higher = more evidence.
-    counts : population -> ``(n, n_cells)`` spike counts over the window.
+    scores : ``(n, n_classes)`` mean Purkinje rate per class (Hz) over the readout period; higher =
+        more evidence.
+    counts : population -> ``(n, n_cells)`` spike counts (Purkinje: over the readout period from
+        ``model.readout_start_ms``; granule and Golgi cells: over the whole window).
     spikes : population -> list of ``(i, t_ms)`` arrays per query (only when recorded).
     """
 
@@ -49,10 +51,11 @@ class Prediction:
         return np.argmax(self.scores, axis=1)
 
 
-def scores_from_counts(pc_counts: np.ndarray, n_classes: int, window_ms: float) -> np.ndarray:
-    """Class scores ``(n, n_classes)``: mean Purkinje spike count per class over the window, in Hz."""
+def scores_from_counts(pc_counts: np.ndarray, n_classes: int, readout_ms: float) -> np.ndarray:
+    """Class scores ``(n, n_classes)``: mean Purkinje rate per class (Hz) over the readout period
+    (``model.readout_start_ms`` to the end of the window, ``readout_ms`` long)."""
     n = pc_counts.shape[0]
-    return pc_counts.reshape(n, n_classes, -1).mean(axis=2) * (1000.0 / window_ms)
+    return pc_counts.reshape(n, n_classes, -1).mean(axis=2) * (1000.0 / readout_ms)
 
 
 class _Runner:
@@ -292,5 +295,5 @@ class SpikingEngine:
             pieces = [p for p in np.array_split(np.arange(n), self.workers) if len(p)]
             parts = self._pool.map([("run", rates[p], slots[p], seed) for p in pieces])
             counts, spikes = _merge(parts)
-        scores = scores_from_counts(counts["pc"], self.n_classes, self.window_ms)
+        scores = scores_from_counts(counts["pc"], self.n_classes, self.window_ms - self.cfg.readout_start_ms)
         return Prediction(scores=scores, counts=counts, spikes=spikes)

@@ -89,14 +89,16 @@ class SpikingConfig:
     w_init_jitter: float = 0.05       # uniform jitter around w_init
     # --- climbing fibres / inferior olive (training only)
     cf_base_hz: float = 5.0           # olive baseline while a stimulus is on (Armstrong & Rawson 1979: 1-5 Hz)
-    cf_gain: float = 0.2              # Hz of CF per Hz of PC rate error
+    cf_gain: float = 0.3              # Hz of CF per Hz of PC rate error
     cf_max_hz: float = 50.0
     pc_rate_tau_ms: float = 20.0      # PC rate trace seen by the olive (via the nucleo-olivary loop)
     target_hz_on: float = 150.0       # desired PC rate for the labelled class
     target_hz_off: float = 20.0       # desired PC rate for the other classes
     teach_delay_ms: float = 20.0      # olive and plasticity on from this time after sample onset (one rate_tau)
+    readout_start_ms: float = 20.0    # Purkinje spikes are counted from here to the end of the window (the
+                                      # period the olive trains), skipping the onset transient
     # --- PF-PC plasticity (Ito 2001; Coesmans 2004; Wang et al. 2000)
-    a_ltp: float = 1e-3               # LTP per PF spike without CF (weights in [0, w_max])
+    a_ltp: float = 2e-3               # LTP per PF spike without CF (weights in [0, w_max])
     tau_elig_ms: float = 50.0         # PF eligibility trace: ~100 ms window for CF pairing
     w_max: float = 1.0
     # a_ltd = a_ltp / (cf_base_hz * tau_elig): at baseline CF rate LTP and LTD balance, so the
@@ -105,6 +107,8 @@ class SpikingConfig:
     def __post_init__(self):
         if self.window_ms <= 0 or self.dt_ms <= 0 or abs(round(self.window_ms / self.dt_ms) * self.dt_ms - self.window_ms) > 1e-9:
             raise ValueError("model.window_ms must be a positive whole number of model.dt_ms steps")
+        if not 0 <= self.readout_start_ms < self.window_ms or not 0 <= self.teach_delay_ms < self.window_ms:
+            raise ValueError("model.readout_start_ms and model.teach_delay_ms must lie in [0, model.window_ms)")
         if self.width < 1:
             raise ValueError(f"model.width must be >= 1, got {self.width}")
         if self.k < 1:
@@ -141,8 +145,8 @@ class SpikingConfig:
 class SpikingTrainConfig:
     """How the network is trained in the simulation (``train.*`` keys)."""
 
-    epochs: int = 10
-    lr_decay: float = 0.7             # LTP and LTD amplitudes are scaled by lr_decay ** (epoch - 1)
+    epochs: int = 12
+    lr_decay: float = 0.8             # LTP and LTD amplitudes are scaled by lr_decay ** (epoch - 1)
     eval_every: int = 1               # evaluate the learning curve every N epochs
     n_eval: int | None = None         # test samples for the learning curve (None: all)
     shuffle: bool = True

@@ -96,8 +96,9 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
             si = np.asarray(tnet.pc_spikes.i[:])
             st = np.asarray(tnet.pc_spikes.t_[:])
             sample = np.minimum((st / (cfg.window_ms * 1e-3)).astype(np.int64), n_samples - 1)
+            late = (st - sample * cfg.window_ms * 1e-3) >= cfg.readout_start_ms * 1e-3  # readout period only
             pc_counts = np.zeros((n_samples, conn.n_pc), dtype=np.int32)
-            np.add.at(pc_counts, (sample, si), 1)
+            np.add.at(pc_counts, (sample[late], si[late]), 1)
             grc_total = int(np.asarray(tnet.grc_count.count[:]).sum())
             pipe.send(("ok", (w_new, pc_counts, grc_total)))
         except BaseException:
@@ -183,7 +184,7 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
             targets = pc_targets(cfg, conn, y[order])
             lr_scale = tcfg.lr_decay ** (epoch - 1)
             w, pc_counts, grc_total = trainer.epoch(rates, targets, seed * 100003 + epoch, w, lr_scale)
-            online = scores_from_counts(pc_counts, n_classes, cfg.window_ms).argmax(1) == y[order]
+            online = scores_from_counts(pc_counts, n_classes, cfg.window_ms - cfg.readout_start_ms).argmax(1) == y[order]
             row = {
                 "epoch": epoch,
                 "lr_scale": lr_scale,
@@ -310,15 +311,16 @@ def fit(kind, ds, cfg: SpikingConfig, tcfg: SpikingTrainConfig, seed: int, run, 
         blank = engine.predict(np.zeros((1, ds.n_inputs)))
         engine.set_weights(np.full_like(w, cfg.w_mli))
         intrinsic = engine.predict(np.zeros((1, ds.n_inputs)))
+    readout_ms = cfg.window_ms - cfg.readout_start_ms
     metrics = {
         "train_accuracy": float((tr.labels == ds.y_train).mean()),
         "test_accuracy": float((te.labels == ds.y_test).mean()),
         "grc_coding_level": float((te.counts["grc"] > 0).mean()),
         "grc_rate_hz": float(te.counts["grc"].mean() * 1000 / cfg.window_ms),
         "goc_rate_hz": float(te.counts["goc"].mean() * 1000 / cfg.window_ms),
-        "pc_rate_hz": float(te.counts["pc"].mean() * 1000 / cfg.window_ms),
-        "pc_rate_blank_input_hz": float(blank.counts["pc"].mean() * 1000 / cfg.window_ms),
-        "pc_spontaneous_rate_hz": float(intrinsic.counts["pc"].mean() * 1000 / cfg.window_ms),
+        "pc_rate_hz": float(te.counts["pc"].mean() * 1000 / readout_ms),
+        "pc_rate_blank_input_hz": float(blank.counts["pc"].mean() * 1000 / readout_ms),
+        "pc_spontaneous_rate_hz": float(intrinsic.counts["pc"].mean() * 1000 / readout_ms),
         "epochs": tcfg.epochs,
         "train_s": train_s,
         "epoch_s_mean": float(np.mean([r["train_s"] for r in curve])) if curve else 0.0,
