@@ -128,13 +128,15 @@ class _WorkerPool:
     def __init__(self, n: int, init_args: tuple):
         ctx = mp.get_context("spawn")
         self.pipes, self.procs = [], []
-        for _ in range(n):
+        for k in range(n):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, init_args), daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
-        for pipe in self.pipes:
+            if k == 0:  # the first worker compiles any new code; the others then load it from the cache
+                self._reply(parent)
+        for pipe in self.pipes[1:]:
             self._reply(pipe)
 
     def _reply(self, pipe):

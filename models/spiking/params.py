@@ -52,13 +52,13 @@ class SpikingConfig:
                                       # 0.1 ms gives the same coding level within ~1 point at twice the cost
     # --- mossy fibres (Poisson): rate = mf_rate_min_hz + x (mf_rate_max_hz - mf_rate_min_hz)
     mf_rate_min_hz: float = 5.0       # tonic MF background (Chadderton 2004: a few Hz to tens)
-    mf_rate_max_hz: float = 200.0     # sensory-driven MF rates reach hundreds of Hz (Rancz et al. 2007)
+    mf_rate_max_hz: float = 300.0     # sensory-driven MF rates reach hundreds of Hz (up to ~700 Hz; Rancz et al. 2007); tuned
     # --- granule cells (LIF, current-based; D'Angelo 1995)
     grc_tau_m_ms: float = 10.0
     grc_v_rest_mv: float = -70.0
     grc_v_thresh_mv: float = -50.0
     grc_v_reset_mv: float = -70.0
-    grc_tonic_inh_mv: float = 60.0    # tonic GABA-A inhibition (extrasynaptic a6/delta receptors; Brickley et al. 1996),
+    grc_tonic_inh_mv: float = 80.0    # tonic GABA-A inhibition (extrasynaptic a6/delta receptors; Brickley et al. 1996),
                                       # as its steady voltage equivalent; with w_mf_grc it sets the coding level; tuned
     w_mf_grc_mv: float = 14.0         # EPSP jump per MF spike; several coincident active MFs fire a GrC (Chadderton 2004); tuned
     # --- Golgi cells (LIF) and their inhibition of granule cells (Rossi & Hamann 1998)

@@ -53,6 +53,42 @@ def pc_targets(cfg: SpikingConfig, conn: Connectivity, y: np.ndarray) -> np.ndar
 
 
 # ----------------------------------------------------------------------------- standalone trainer
+class _quiet_fds:
+    """Redirect this process's stdout and stderr file descriptors into a log file."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.log_path, "ab")
+        self.saved = [os.dup(1), os.dup(2)]
+        os.dup2(self.fh.fileno(), 1)
+        os.dup2(self.fh.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        for fd in self.saved:
+            os.close(fd)
+        self.fh.close()
+        if exc[0] is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            print(f"standalone build failed; end of {self.log_path}:\n{tail}", file=sys.stderr)
+        return False
+
+
 def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
     """Helper process: build the training network as a standalone program, then run epochs."""
     try:
@@ -71,7 +107,8 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
         tnet.mf.namespace["mf_input"] = mf_input
         tnet.io.namespace["pc_target"] = pc_target
         tnet.net.run(n_samples * window)
-        b2.device.build(directory=build_dir, compile=True, run=False)
+        with _quiet_fds(Path(build_dir) / "build.log"):  # the compiler's output goes to a log, not the terminal
+            b2.device.build(directory=build_dir, compile=True, run=False)
         pipe.send(("ready", None))
     except BaseException:
         pipe.send(("error", traceback.format_exc()))
