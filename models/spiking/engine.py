@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.spiking.network import Connectivity, pc_class
+from models.spiking.network import Connectivity
 from models.spiking.params import SpikingConfig
 
 log = logging.getLogger(__name__)
