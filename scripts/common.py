@@ -48,8 +48,14 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
     if verbose < 2:
-        for noisy in ("brian2", "matplotlib", "PIL", "numba"):
+        for noisy in ("brian2", "matplotlib", "PIL", "numba", "compilers", "distutils", "setuptools"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger().handlers[0].addFilter(_drop_compiler_chatter)
+
+
+def _drop_compiler_chatter(record: logging.LogRecord) -> bool:
+    """Brian2's Cython builds log every compiler call through the root logger."""
+    return not (record.name == "root" and record.levelno < logging.WARNING)
 
 
 def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
