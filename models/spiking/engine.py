@@ -132,6 +132,7 @@ class _WorkerPool:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child, init_args), daemon=True)
             proc.start()
+            child.close()  # only the worker holds this end now: if it dies, recv() raises EOFError instead of hanging
             self.pipes.append(parent)
             self.procs.append(proc)
             if k == 0:  # the first worker compiles any new code; the others then load it from the cache

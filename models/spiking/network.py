@@ -215,7 +215,7 @@ def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_thr
     pc_kw = {"events": {"cf": "cf_flag > 0.5"}} if train else {}
     pc = b2.NeuronGroup(conn.n_pc * copies, pc_eqs, threshold="v > pc_vth",
                         reset="v = pc_vreset" + ("; r += 1 / rate_tau" if train else "")
-                        + ("; nspk += int((t - t_call) % chunk_dt >= readout_start)" if inference else ""),
+                        + ("; nspk += int(timestep(t - t_call, dt) % chunk_steps >= readout_steps)" if inference else ""),
                         method="exact", dt=dt, namespace=dict(ns), name="pc", **pc_kw)
     grc.resetter["spike"].order = -1  # PF input lands before a PC reset of the same step, as with Synapses
     for g, vr in ((grc, cfg.grc_v_rest_mv), (goc, cfg.goc_v_rest_mv), (pc, cfg.pc_v_rest_mv)):
@@ -231,6 +231,8 @@ def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_thr
         ii, jj = _offsets(i, j, n_pre, n_post, copies)
         if len(ii):
             s.connect(i=ii, j=jj)
+        else:
+            s.active = False  # e.g. goc_per_grc = 0: Brian2 refuses to run a Synapses object without synapses
         syn.append(s)
     return mf, grc, goc, pc, syn
 
@@ -330,7 +332,10 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     b2 = get_brian2()
     ns = _namespace(b2, cfg)
     ns["chunk_dt"] = window_ms * b2.ms
-    ns["readout_start"] = cfg.readout_start_ms * b2.ms
+    # PC spikes count from this step of each chunk on; whole steps, because a float test like
+    # (t - t_call) % chunk_dt >= readout_start flips with rounding at the boundary step, so the
+    # same query would get other counts in another chunk or call
+    ns["readout_steps"] = int(np.ceil(cfg.readout_start_ms / dt_ms - 1e-9))
     ns["chunk_steps"] = int(round(window_ms / dt_ms))  # noise step counts from each chunk's start
     if abs(ns["chunk_steps"] * dt_ms - window_ms) > 1e-9:
         raise ValueError(f"window_ms={window_ms} must be a whole number of steps of dt_ms={dt_ms}")

@@ -152,6 +152,7 @@ class _Trainer:
         self.proc = ctx.Process(target=_trainer_main, args=(child, asdict(cfg), conn.to_arrays(), weights, n_samples,
                                                               str(self.tmp)), daemon=True)
         self.proc.start()
+        child.close()  # only the helper holds this end now: if it dies, recv() raises EOFError instead of hanging
         self._reply()
 
     def _reply(self):

@@ -1,0 +1,705 @@
+"""The spiking cerebellum (``models/spiking/``) on small networks.
+
+Covers the counter-based mossy-fibre noise, the fixed random wiring, the batched inference
+engine (determinism, frozen and fresh noise, slots, batch size and worker processes), the
+engine's function-based parallel fibre-Purkinje projection against real Brian2 ``Synapses``,
+climbing-fibre plasticity in the training network, training end to end with checkpoints, and
+the ``cereb train --model spiking`` command.
+
+Brian2 compiles code per network shape, so every inference engine here has one shape
+(``CFG``, ``N_IN`` inputs, ``N_CLASSES`` classes, ``BATCH`` copies, ``CHUNKS`` chunks per run)
+and the compiled modules in the project cache are reused by every test and every later run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+
+from core.errors import CheckpointError, ConfigError
+from core.paths import PROJECT_ROOT
+from core.runs import load_npz, read_csv, save_npz
+from models.spiking import network, noise
+from models.spiking.engine import SpikingEngine
+from models.spiking.network import Connectivity, initial_weights, make_connectivity
+from models.spiking.params import EngineConfig, SpikingConfig, SpikingTrainConfig
+
+N_IN, N_CLASSES = 16, 2
+WINDOW_MS, DT_MS = 100.0, 0.2
+CFG = SpikingConfig(width=60, pc_per_class=2, grc_per_goc=20, window_ms=WINDOW_MS, dt_ms=DT_MS)
+BATCH, CHUNKS = 7, 4
+N_QUERIES = 10  # two chunks of BATCH copies: exercises the reset between chunks
+
+
+def b2():
+    from models.spiking.brian import get_brian2
+
+    return get_brian2()
+
+
+def make_engine(conn, weights, cfg=CFG, **kw) -> SpikingEngine:
+    opts = dict(window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=BATCH, chunks_per_run=CHUNKS, workers=1, seed=11)
+    opts.update(kw)
+    return SpikingEngine(cfg, conn, weights, **opts)
+
+
+def assert_same_counts(a: dict, b: dict) -> None:
+    assert set(a) == set(b) == {"grc", "goc", "pc"}
+    for pop in a:
+        np.testing.assert_array_equal(a[pop], b[pop], err_msg=pop)
+
+
+# ============================================================================ noise
+def _splitmix_reference(seed: int, slot: int, fibre: int, step: int) -> float:
+    """SplitMix64 with Python integers, written independently of models.spiking.noise."""
+    mask = (1 << 64) - 1
+
+    def mix(z):
+        z = (z + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    h = mix(seed & mask)
+    for part in (slot, fibre, step):
+        h = mix(h ^ (part & mask))
+    return (h >> 11) / 2.0**53
+
+
+# (seed, slot, fibre, step) -> value, computed once; a change of the hash changes them
+PINNED_NOISE = {
+    (0, 0, 0, 0): 0.1296456182997474,
+    (1, 0, 0, 0): 0.8847898165349132,
+    (0, 1, 0, 0): 0.8193382636014529,
+    (0, 0, 1, 0): 0.8513026201288322,
+    (0, 0, 0, 1): 0.16526896395580137,
+    (12345, 7, 3, 250): 0.7610095052165595,
+    (2**31 - 1, -1, 15, 99999): 0.24010970251546448,  # slot -1 is the olive's noise
+}
+
+
+def test_noise_pinned_values():
+    keys = np.array(list(PINNED_NOISE))
+    got = noise.uniform(keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3])
+    np.testing.assert_allclose(got, list(PINNED_NOISE.values()), rtol=0, atol=1e-15)
+    for key, value in PINNED_NOISE.items():
+        assert _splitmix_reference(*key) == pytest.approx(value, abs=1e-15)
+
+
+def test_noise_matches_brian2_function():
+    """The Cython implementation that the networks call gives the NumPy values bit for bit."""
+    bb = b2()
+    rng = np.random.default_rng(5)
+    keys = np.concatenate([np.array(list(PINNED_NOISE)),
+                           np.stack([rng.integers(0, 2**31, 200), rng.integers(-1, 500, 200),
+                                     rng.integers(0, 64, 200), rng.integers(0, 10**6, 200)], axis=1)])
+    g = bb.NeuronGroup(len(keys), "u : 1\nkey_seed : integer\nkey_slot : integer\nkey_fibre : integer\nkey_step : integer",
+                       namespace={"mf_uniform": noise.brian2_function(bb)}, name="noise_probe")
+    g.key_seed, g.key_slot, g.key_fibre, g.key_step = keys.T
+    g.run_regularly("u = mf_uniform(key_seed, key_slot, key_fibre, key_step)", name="noise_probe_draw")
+    bb.Network(g).run(DT_MS * bb.ms)
+    got = np.asarray(g.u_[:])
+    np.testing.assert_array_equal(got, noise.uniform(*keys.T))
+    np.testing.assert_allclose(got[:len(PINNED_NOISE)], list(PINNED_NOISE.values()), rtol=0, atol=1e-15)
+
+
+def test_noise_is_uniform_in_unit_interval():
+    steps = np.arange(100_000)
+    u = noise.uniform(3, 2, 1, steps)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005          # sd of the mean ~0.0009
+    assert abs(u.var() - 1 / 12) < 0.002
+    hist = np.bincount((u * 10).astype(int), minlength=10)
+    assert np.all(np.abs(hist - 10_000) < 500)   # sd per bin ~95
+    # each key component changes the stream
+    for other in (noise.uniform(4, 2, 1, steps[:100]), noise.uniform(3, 5, 1, steps[:100]),
+                  noise.uniform(3, 2, 7, steps[:100])):
+        assert np.mean(other == u[:100]) < 0.05
+
+
+# ============================================================================ connectivity
+@pytest.mark.parametrize("k", [1, 4, N_IN])
+def test_fan_in_is_exactly_k_with_distinct_inputs(k):
+    cfg = replace(CFG, k=k)
+    conn = make_connectivity(cfg, N_IN, N_CLASSES, seed=3)
+    np.testing.assert_array_equal(conn.fan_in_grc(), np.full(cfg.width, k))
+    assert len(conn.mf_grc_i) == cfg.width * k
+    assert conn.mf_grc_i.min() >= 0 and conn.mf_grc_i.max() < N_IN
+    for j in range(cfg.width):
+        pre = conn.mf_grc_i[conn.mf_grc_j == j]
+        assert len(np.unique(pre)) == k, f"granule cell {j} has repeated inputs {pre}"
+    # the other projections are wired as configured
+    assert conn.n_goc == 3 and conn.n_pc == CFG.pc_per_class * N_CLASSES
+    np.testing.assert_array_equal(np.bincount(conn.goc_grc_j, minlength=cfg.width), np.full(cfg.width, 3))
+    assert conn.goc_grc_i.max() < conn.n_goc and conn.grc_goc_i.max() < cfg.width
+
+
+def test_fan_in_counts_what_it_is_given():
+    conn = make_connectivity(replace(CFG, k=2), N_IN, N_CLASSES, seed=0)
+    j = conn.mf_grc_j.copy()
+    j[0] = (j[0] + 1) % CFG.width
+    broken = replace(conn, mf_grc_j=j)
+    fan = broken.fan_in_grc()
+    assert fan.sum() == 2 * CFG.width and fan.min() == 1 and fan.max() == 3
+
+
+def test_connectivity_is_a_function_of_the_seed():
+    a = make_connectivity(CFG, N_IN, N_CLASSES, seed=7)
+    b = make_connectivity(CFG, N_IN, N_CLASSES, seed=7)
+    c = make_connectivity(CFG, N_IN, N_CLASSES, seed=8)
+    for name in Connectivity.ARRAYS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert not np.array_equal(a.mf_grc_i, c.mf_grc_i)
+    assert not (len(a.mf_goc_i) == len(c.mf_goc_i) and np.array_equal(a.mf_goc_i, c.mf_goc_i))
+    # round trip through the checkpoint arrays
+    back = Connectivity.from_arrays(a.to_arrays())
+    for name in Connectivity.ARRAYS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(back, name))
+    assert (back.n_mf, back.n_grc, back.n_goc, back.n_pc, back.n_classes) == (N_IN, 60, 3, 4, 2)
+
+
+def test_k_above_the_number_of_inputs_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model\.k = 17 exceeds .* 16"):
+        make_connectivity(replace(CFG, k=17), N_IN, N_CLASSES, seed=0)
+    with pytest.raises(ValueError, match="model.k"):
+        replace(CFG, k=0)
+
+
+# ============================================================================ inference engine
+@pytest.fixture(scope="module")
+def net():
+    """A random network whose PF-PC weights span [0, 1], so that PF input matters."""
+    conn = make_connectivity(CFG, N_IN, N_CLASSES, seed=1)
+    weights = np.random.default_rng(2).random((conn.n_grc, conn.n_pc))
+    return conn, weights
+
+
+@pytest.fixture(scope="module")
+def queries():
+    return np.random.default_rng(4).random((N_QUERIES, N_IN))
+
+
+@pytest.fixture(scope="module")
+def engine(net):
+    conn, weights = net
+    with make_engine(conn, weights) as eng:
+        yield eng
+
+
+READOUT_STEP = int(round(CFG.readout_start_ms / DT_MS))
+
+
+def readout_counts(spikes: list, n_pc: int) -> np.ndarray:
+    """PC spike counts ``(n, n_pc)`` from recorded spikes, counting whole steps from readout_start_ms."""
+    out = np.zeros((len(spikes), n_pc), dtype=int)
+    for q, (i, t_ms) in enumerate(spikes):
+        late = np.round(t_ms / DT_MS).astype(int) >= READOUT_STEP
+        np.add.at(out[q], i[late], 1)
+    return out
+
+
+def test_engine_counts_have_the_documented_shapes(engine, queries):
+    p = engine.predict(queries)
+    assert p.counts["grc"].shape == (N_QUERIES, CFG.width)
+    assert p.counts["goc"].shape == (N_QUERIES, CFG.n_goc)
+    assert p.counts["pc"].shape == (N_QUERIES, CFG.pc_per_class * N_CLASSES)
+    assert p.scores.shape == (N_QUERIES, N_CLASSES)
+    # scores: mean PC spike count per class over the readout period, in Hz
+    expect = p.counts["pc"].reshape(N_QUERIES, N_CLASSES, -1).mean(axis=2) * 1000.0 / (WINDOW_MS - CFG.readout_start_ms)
+    np.testing.assert_allclose(p.scores, expect)
+    np.testing.assert_array_equal(p.labels, p.scores.argmax(1))
+    # the network is alive: granule cells, Golgi cells and Purkinje cells all spike
+    assert p.counts["grc"].sum() > 0 and p.counts["goc"].sum() > 0 and p.counts["pc"].sum() > 0
+
+
+def test_same_seed_gives_identical_counts(engine, net, queries):
+    first = engine.predict(queries)
+    again = engine.predict(queries)
+    assert_same_counts(first.counts, again.counts)
+    conn, weights = net
+    with make_engine(conn, weights) as other:  # a second, independently built network
+        assert_same_counts(first.counts, other.predict(queries).counts)
+    # not vacuous: different inputs give different granule activity
+    assert not np.array_equal(first.counts["grc"][0], first.counts["grc"][1])
+
+
+def test_frozen_counts_depend_only_on_input_slot_and_seed(engine, queries):
+    rng = np.random.default_rng(9)
+    x = queries[3]
+    # call 1: x first (chunk 0, copy 0); call 2: x at position 9 (chunk 1, copy 2), other inputs differ
+    batch1 = np.concatenate([x[None], rng.random((4, N_IN))])
+    batch2 = np.concatenate([rng.random((9, N_IN)), x[None]])
+    p1 = engine.predict(batch1, slots=np.array([5, 0, 1, 2, 3]))
+    p2 = engine.predict(batch2, slots=np.array([0, 1, 2, 3, 4, 6, 7, 8, 9, 5]))
+    for pop in ("grc", "goc", "pc"):
+        np.testing.assert_array_equal(p1.counts[pop][0], p2.counts[pop][9], err_msg=pop)
+    # the same input in another slot, or with another seed, gets other noise
+    p3 = engine.predict(x[None], slots=np.array([6]))
+    p4 = engine.predict(x[None], slots=np.array([5]), seed=12)
+    p5 = engine.predict(x[None], slots=np.array([5]))
+    np.testing.assert_array_equal(p5.counts["grc"][0], p1.counts["grc"][0])
+    assert not np.array_equal(p3.counts["grc"][0], p1.counts["grc"][0])
+    assert not np.array_equal(p4.counts["grc"][0], p1.counts["grc"][0])
+
+
+def test_readout_period_does_not_depend_on_chunk_or_call(net, queries):
+    """PC spikes are counted from readout_start_ms on. A spike exactly at that step must count
+    the same in every chunk position and every call. (A float test of ``(t - t_call) % window``
+    flips with rounding there; with 40 ms windows this happened for some chunks and calls.)"""
+    conn, weights = net
+    cfg = replace(CFG, window_ms=40.0)
+    n = BATCH * CHUNKS
+    with make_engine(conn, weights, cfg=cfg, record=("pc",)) as eng:
+        # find (input, slot) pairs whose PCs spike exactly at the readout start step
+        x = np.repeat(queries[:4], n, axis=0)
+        slots = np.tile(np.arange(n), 4)
+        p = eng.predict(x, slots=slots)
+        np.testing.assert_array_equal(p.counts["pc"], readout_counts(p.spikes["pc"], conn.n_pc))
+        at_start = [q for q in range(len(x))
+                    if np.any(np.round(p.spikes["pc"][q][1] / DT_MS).astype(int) == READOUT_STEP)]
+        assert at_start, "no PC spike at the readout start step: pick other inputs or seeds"
+        for q in at_start[:2]:
+            for call in range(3):  # every chunk position, and calls that start at other times
+                got = eng.predict(np.repeat(x[q:q + 1], n, axis=0), slots=np.full(n, slots[q]))
+                np.testing.assert_array_equal(got.counts["pc"], np.repeat(p.counts["pc"][q:q + 1], n, axis=0),
+                                              err_msg=f"query {q}, call {call}")
+
+
+def test_fresh_noise_changes_between_calls(engine, queries):
+    a = engine.predict(queries, noise="fresh")
+    b = engine.predict(queries, noise="fresh")
+    assert not np.array_equal(a.counts["grc"], b.counts["grc"])
+    # a fresh call with an explicit seed is the frozen network of that seed
+    c = engine.predict(queries, noise="fresh", seed=11)
+    assert_same_counts(c.counts, engine.predict(queries).counts)
+
+
+def test_batch_size_chunks_and_workers_do_not_change_results(engine, net, queries):
+    slots = np.arange(100, 100 + N_QUERIES)
+    ref = engine.predict(queries, slots=slots)
+    conn, weights = net
+    # 3 copies, 2 chunks per run: two Brian2 runs (capacity 6) instead of one
+    with make_engine(conn, weights, batch_size=3, chunks_per_run=2) as small:
+        assert_same_counts(ref.counts, small.predict(queries, slots=slots).counts)
+    # two worker processes (spawned), each with its own network
+    with make_engine(conn, weights, workers=2) as pool:
+        got = pool.predict(queries, slots=slots)
+        assert_same_counts(ref.counts, got.counts)
+        np.testing.assert_array_equal(ref.scores, got.scores)
+
+
+def test_engine_rejects_bad_queries(engine):
+    with pytest.raises(ValueError, match="shape"):
+        engine.predict(np.zeros((2, N_IN + 1)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        engine.predict(np.full((1, N_IN), 1.5))
+    with pytest.raises(ValueError, match="slots"):
+        engine.predict(np.zeros((2, N_IN)), slots=np.arange(3))
+
+
+# ============================================================================ PF-PC projection
+def test_function_projection_equals_brian2_synapses(engine, net, queries):
+    """The engine adds PF input to the PCs inside the granule reset (a Cython function); a
+    reference built from the same groups with a real ``Synapses(grc, pc)`` must spike alike.
+
+    Exact equality is expected: both add the same float64 PSPs to the same PCs in the same
+    order (spiking GrCs by index, then PCs by index), after the thresholds and before the PC
+    reset of the same step.
+    """
+    bb = b2()
+    conn, weights = net
+    n = N_QUERIES
+    ns = network._namespace(bb, CFG)
+    dt = DT_MS * bb.ms
+    mf, grc, goc, pc, syn = network._core_groups(
+        bb, CFG, conn, n, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt)) < rate * dt",
+        "rate : Hz", False, ns, dt)
+    rates = CFG.mf_rate_min_hz + queries * (CFG.mf_rate_max_hz - CFG.mf_rate_min_hz)
+    mf.rate_[:] = rates.ravel()
+    mf.slot_[:] = np.repeat(np.arange(n), conn.n_mf)
+    mf.noise_seed_[:] = 11
+    pf = bb.Synapses(grc, pc, "weff : volt", on_pre="v_post += weff", dt=dt, name="ref_pf_pc")
+    i, j = network._dense_pf_pc(conn, n)
+    pf.connect(i=i, j=j)
+    weff = CFG.j_pf_scaled_mv * 1e-3 * (weights - CFG.w_mli)
+    pf.weff_[:] = weff[np.asarray(pf.i[:]) % conn.n_grc, np.asarray(pf.j[:]) % conn.n_pc]
+    mons = {name: bb.SpikeMonitor(g, record=False, name=f"ref_{name}_count") for name, g in (("grc", grc), ("goc", goc))}
+    pc_mon = bb.SpikeMonitor(pc, name="ref_pc_spikes")
+    bb.Network(mf, grc, goc, pc, *syn, pf, *mons.values(), pc_mon).run(WINDOW_MS * bb.ms)
+    ref = {name: np.asarray(m.count[:]).reshape(n, -1) for name, m in mons.items()}
+    # Purkinje cells count from readout_start_ms on
+    late = np.round(np.asarray(pc_mon.t_[:]) / (DT_MS * 1e-3)).astype(int) >= READOUT_STEP
+    ref["pc"] = np.bincount(np.asarray(pc_mon.i[:])[late], minlength=n * conn.n_pc).reshape(n, -1)
+    assert ref["pc"].sum() < np.bincount(np.asarray(pc_mon.i[:]), minlength=n * conn.n_pc).sum()
+
+    got = engine.predict(queries)  # slots 0..n-1, seed 11, two chunks of BATCH copies
+    assert_same_counts(ref, got.counts)
+    # the projection matters: with a null effective weight the PCs fire differently
+    try:
+        engine.set_weights(np.full_like(weights, CFG.w_mli))
+        null = engine.predict(queries)
+    finally:
+        engine.set_weights(weights)
+    np.testing.assert_array_equal(null.counts["grc"], ref["grc"])
+    assert not np.array_equal(null.counts["pc"], ref["pc"])
+
+
+# ============================================================================ plasticity
+# One window of 40 ms; no Golgi inhibition; an olive that can fire every step; w_max below 1.
+# (Brian2 folds constants into the generated code: every test here shares these values, so that
+# their code is compiled once per cache.)
+PLAST_WINDOW_MS = 40.0
+PLAST_CFG = replace(CFG, k=2, goc_per_grc=0, cf_max_hz=1e5, w_max=0.8, window_ms=PLAST_WINDOW_MS)
+MF_DT_MS = 2.0          # mf_input TimedArray resolution
+N_MF_ROWS = int(PLAST_WINDOW_MS / MF_DT_MS)
+N_STEPS = int(round(PLAST_WINDOW_MS / DT_MS))
+ALWAYS_HZ = 2.0 / (DT_MS * 1e-3)  # rate * dt = 2 > any uniform number: spikes every step
+TEACH_STEP = int(round(PLAST_CFG.teach_delay_ms / DT_MS))
+
+
+def no_cf(ltd: str) -> float:
+    """A PC target that silences the olive: rate = clip(base + s gain (r - target)) = 0."""
+    return 1e6 if ltd == "cf" else -1e6
+
+
+def force_cf(ltd: str) -> float:
+    return -no_cf(ltd)
+
+
+def run_plasticity(cfg: SpikingConfig, mf_hz: np.ndarray, targets_hz: np.ndarray, w0: np.ndarray | None = None,
+                   seed: int = 0):
+    """One window of the real training network (Cython runtime).
+
+    mf_hz : ``(N_MF_ROWS, N_IN)`` MF rates per 2 ms; targets_hz : ``(N_STEPS, n_pc)`` per step.
+    Returns the weight change ``(n_grc, n_pc)``, granule spikes ``(i, step)``, olive spikes ``(i, step)``.
+    """
+    bb = b2()
+    conn = make_connectivity(cfg, N_IN, N_CLASSES, seed)
+    w0 = np.full((conn.n_grc, conn.n_pc), 0.5) if w0 is None else np.asarray(w0, dtype=float)
+    tnet = network.build_training_net(cfg, conn, w0, 1, PLAST_WINDOW_MS, DT_MS)
+    tnet.mf.namespace["mf_input"] = bb.TimedArray(mf_hz * bb.Hz, dt=MF_DT_MS * bb.ms, name="mf_input")
+    tnet.io.namespace["pc_target"] = bb.TimedArray(targets_hz * bb.Hz, dt=DT_MS * bb.ms, name="pc_target")
+    grc_mon = bb.SpikeMonitor(tnet.grc, name="test_grc_spikes")
+    io_mon = bb.SpikeMonitor(tnet.io, name="test_io_spikes")
+    tnet.net.add(grc_mon, io_mon)
+    tnet.mf.noise_seed = 1
+    tnet.io.noise_seed = 1
+    tnet.net.run(PLAST_WINDOW_MS * bb.ms)
+    w = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
+    step = lambda mon: np.round(np.asarray(mon.t_[:]) / (DT_MS * 1e-3)).astype(int)
+    return (w - w0, (np.asarray(grc_mon.i[:]), step(grc_mon)), (np.asarray(io_mon.i[:]), step(io_mon)))
+
+
+@pytest.mark.parametrize("ltd", ["cf", "none"])
+def test_climbing_fibre_changes_exactly_the_eligible_synapses(ltd):
+    """Fibres 0-3 fire every step for the first 10 ms (before teaching starts, so no PF-alone
+    plasticity); one olive spike on PC 0 at 30 ms. ltd='cf': the CF event depresses exactly
+    the synapses with a PF trace, by a_ltd x_pf; ltd='none': it potentiates them."""
+    cfg = replace(PLAST_CFG, ltd=ltd)
+    mf = np.zeros((N_MF_ROWS, N_IN))
+    mf[:5, :4] = ALWAYS_HZ
+    targets = np.full((N_STEPS, 4), no_cf(ltd))
+    cf_step = 150
+    targets[cf_step, 0] = force_cf(ltd)
+    dw, (gi, gs), (ii, is_) = run_plasticity(cfg, mf, targets)
+
+    np.testing.assert_array_equal(ii, [0])
+    np.testing.assert_array_equal(is_, [cf_step])
+    active = np.unique(gi)
+    silent = np.setdiff1d(np.arange(cfg.width), active)
+    assert 0 < len(active) < cfg.width and gs.max() < TEACH_STEP
+    # the PF trace of each active GrC when the CF event reaches the PC (one step after the olive spike)
+    at = cf_step + 1
+    x_pf = np.array([np.exp(-(at - gs[gi == g]) * DT_MS / cfg.tau_elig_ms).sum() for g in active])
+    sign = -1.0 if ltd == "cf" else 1.0
+    np.testing.assert_allclose(dw[active, 0], sign * cfg.a_ltd * x_pf, rtol=1e-9, atol=0)
+    assert np.all(sign * dw[active, 0] > 0)
+    np.testing.assert_array_equal(dw[silent, 0], 0.0)    # no trace: untouched
+    np.testing.assert_array_equal(dw[:, 1:], 0.0)         # no climbing fibre: untouched
+
+
+@pytest.mark.parametrize("ltd", ["cf", "none"])
+def test_lone_parallel_fibre_spike_changes_weight_by_a_ltp(ltd):
+    """No olive spikes. PF spikes before teach_delay change nothing; each later PF spike adds
+    a_ltp (ltd='cf') or removes it (ltd='none') on every synapse of that GrC."""
+    cfg = replace(PLAST_CFG, ltd=ltd)
+    mf = np.zeros((N_MF_ROWS, N_IN))
+    mf[:5, :4] = ALWAYS_HZ      # 0-10 ms: before teaching
+    mf[11:15, :4] = ALWAYS_HZ   # 22-30 ms: teaching on
+    dw, (gi, gs), (ii, _) = run_plasticity(cfg, mf, np.full((N_STEPS, 4), no_cf(ltd)))
+    assert len(ii) == 0
+    early = np.bincount(gi[gs < TEACH_STEP], minlength=cfg.width)
+    late = np.bincount(gi[gs >= TEACH_STEP], minlength=cfg.width)
+    assert early.sum() > 0 and late.sum() > 0 and (late == 0).any()
+    sign = 1.0 if ltd == "cf" else -1.0
+    expect = sign * cfg.a_ltp * late[:, None] * np.ones((1, 4))
+    np.testing.assert_allclose(dw, expect, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ltd", ["cf", "none"])
+def test_weights_stay_within_bounds(ltd):
+    """Weights start at the bounds that plasticity pushes them past: PC 0 gets a climbing fibre
+    every step of the teaching period and its weights start at the CF bound (0 for ltd='cf',
+    w_max for 'none'); PC 1 gets none and its weights start at the PF bound. Strong input
+    throughout. Unclipped, the weights of active GrCs would leave [0, w_max]."""
+    cfg = replace(PLAST_CFG, ltd=ltd)
+    lo, hi = 0.0, cfg.w_max
+    cf_bound, pf_bound = (lo, hi) if ltd == "cf" else (hi, lo)
+    mf = np.zeros((N_MF_ROWS, N_IN))
+    mf[:, :4] = ALWAYS_HZ
+    targets = np.full((N_STEPS, 4), no_cf(ltd))
+    targets[:, 0] = force_cf(ltd)
+    w0 = np.full((cfg.width, 4), 0.5)
+    w0[:, 0], w0[:, 1] = cf_bound, pf_bound
+    dw, (gi, gs), (ii, _) = run_plasticity(cfg, mf, targets, w0=w0)
+    w = w0 + dw
+    active = np.unique(gi[gs >= TEACH_STEP])
+    assert len(active) > 0 and set(ii) == {0}
+    assert w.min() >= lo and w.max() <= hi
+    # CF plasticity dominates on PC 0: at its bound, or one PF spike away from it after the last CF event
+    assert np.all(np.abs(w[:, 0] - cf_bound) <= cfg.a_ltp + 1e-12) and np.mean(w[:, 0] == cf_bound) > 0.5
+    np.testing.assert_array_equal(w[:, 1], pf_bound)  # PF plasticity alone on PC 1: held at its bound
+    assert np.all(w[active, 2] != 0.5)  # the same GrCs did change the unclamped synapses
+
+
+def test_weights_stay_within_bounds_under_random_drive():
+    """Random weights, strong random input and a random olive (30% of steps per PC)."""
+    rng = np.random.default_rng(1)
+    mf = rng.uniform(0, 400, (N_MF_ROWS, N_IN))
+    targets = np.where(rng.random((N_STEPS, 4)) < 0.3, force_cf("cf"), no_cf("cf"))
+    w0 = rng.uniform(0, PLAST_CFG.w_max, (PLAST_CFG.width, 4))
+    w0[::7] = np.array([0.0, PLAST_CFG.w_max, 0.0, PLAST_CFG.w_max])
+    dw, (gi, _), (ii, _) = run_plasticity(PLAST_CFG, mf, targets, w0=w0)
+    w = w0 + dw
+    assert len(gi) > 0 and len(ii) > 0 and np.abs(dw).max() > 0
+    assert w.min() >= 0.0 and w.max() <= PLAST_CFG.w_max
+
+
+# ============================================================================ training
+TRAIN_CFG = replace(CFG, window_ms=100.0, a_ltp=0.01)
+TRAIN_EPOCHS = 3
+
+
+def digits_subset(n_classes: int = 2):
+    """sklearn digits of classes 0..n_classes-1, block-averaged 8x8 -> 4x4 (16 inputs)."""
+    from tasks import load_task
+
+    ds = load_task("digits")
+
+    def small(x, y, n):
+        keep = y < n_classes
+        x, y = x[keep][:n], y[keep][:n]
+        x = x.reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(-1, N_IN)
+        return x / x.max(), y
+
+    return small(ds.x_train, ds.y_train, 150) + small(ds.x_test, ds.y_test, 60)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from models.spiking.train import train_network
+
+    x, y, xe, ye = digits_subset()
+    conn, w, curve = train_network(
+        x, y, TRAIN_CFG, SpikingTrainConfig(epochs=TRAIN_EPOCHS), seed=0, n_classes=N_CLASSES, x_eval=xe, y_eval=ye,
+        engine_cfg=EngineConfig(batch_size=BATCH, chunks_per_run=CHUNKS, workers=1))
+    return conn, w, curve, (xe, ye)
+
+
+def test_training_learns(trained):
+    conn, w, curve, _ = trained
+    assert [row["epoch"] for row in curve] == list(range(1, TRAIN_EPOCHS + 1))
+    assert set(curve[0]) == {"epoch", "lr_scale", "train_accuracy_online", "eval_accuracy", "w_mean", "w_frac_zero",
+                             "w_frac_max", "grc_rate_hz", "train_s", "wall_s"}
+    assert curve[0]["lr_scale"] == 1.0 and curve[1]["lr_scale"] < 1.0
+    assert all(np.isfinite(row["eval_accuracy"]) for row in curve)
+    assert all(row["grc_rate_hz"] > 0 for row in curve)
+    # 0 vs 1 digits, 60 test images, chance 0.5
+    assert curve[-1]["eval_accuracy"] >= 0.7, curve
+    assert w.shape == (TRAIN_CFG.width, conn.n_pc)
+    assert w.min() >= 0 and w.max() <= TRAIN_CFG.w_max
+    assert np.abs(w - initial_weights(TRAIN_CFG, conn, 0)).max() > 0.05  # the weights did learn
+    assert curve[-1]["w_mean"] == pytest.approx(w.mean())
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
+    from models.spiking.train import load, load_checkpoint, save_checkpoint
+
+    conn, w, _, (xe, ye) = trained
+    save_checkpoint(tmp_path / "checkpoint.npz", TRAIN_CFG, conn, w, 0, {"task": "digits01"})
+    cfg2, conn2, w2, seed2, extra = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert cfg2 == TRAIN_CFG and seed2 == 0 and extra == {"task": "digits01"}
+    np.testing.assert_array_equal(w2, w)
+    for name in Connectivity.ARRAYS + Connectivity.SIZES:
+        np.testing.assert_array_equal(getattr(conn2, name), getattr(conn, name))
+    with make_engine(conn, w, cfg=TRAIN_CFG, seed=0) as original:
+        before = original.predict(xe)
+    model = load(tmp_path, EngineConfig(batch_size=BATCH, chunks_per_run=CHUNKS, workers=1))
+    try:
+        after = model.engine.predict(xe)
+        np.testing.assert_array_equal(model.predict(xe), after.scores)
+    finally:
+        model.close()
+    assert_same_counts(before.counts, after.counts)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    assert (after.labels == ye).mean() >= 0.7
+
+
+# ----------------------------------------------------------------------------- broken checkpoints
+def _truncate(path, arrays):
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+
+
+def _not_npz(path, arrays):
+    path.write_text("weights: 0.5\n")
+
+
+def _resave(change):
+    def corrupt(path, arrays):
+        change(arrays)
+        save_npz(path, **arrays)
+
+    return corrupt
+
+
+def _bad_fan_in(a):
+    a["conn_mf_grc_j"] = a["conn_mf_grc_j"].copy()
+    a["conn_mf_grc_j"][0] = (a["conn_mf_grc_j"][0] + 1) % int(a["conn_n_grc"])
+
+
+def _mf_out_of_range(a):
+    a["conn_mf_grc_i"] = a["conn_mf_grc_i"].copy()
+    a["conn_mf_grc_i"][0] = int(a["conn_n_mf"]) + 3
+
+
+def _config_mismatch(a):
+    cfg = json.loads(str(a["config"]))
+    cfg["width"] = 61
+    a["config"] = np.array(json.dumps(cfg))
+
+
+BROKEN_CHECKPOINTS = {
+    "truncated": (_truncate, "is not a readable .npz checkpoint"),
+    "not_npz": (_not_npz, "is not a readable .npz checkpoint"),
+    "wrong_format": (_resave(lambda a: a.update(format=np.array("cereb-rate-v1"))), "not a spiking-cerebellum checkpoint"),
+    "no_format": (_resave(lambda a: a.pop("format")), "not a spiking-cerebellum checkpoint"),
+    "weights_shape": (_resave(lambda a: a.update(weights=a["weights"][:, :-1])), "weights have shape (60, 3)"),
+    "fan_in": (_resave(_bad_fan_in), "granule fan-in is not k=4"),
+    "mf_index": (_resave(_mf_out_of_range), "mf_grc_i refers to mossy fibre beyond 16"),
+    "config_mismatch": (_resave(_config_mismatch), "does not match its configuration"),
+    "missing_weights": (_resave(lambda a: a.pop("weights")), "incomplete or inconsistent"),
+    "bad_config_json": (_resave(lambda a: a.update(config=np.array("{not json"))), "incomplete or inconsistent"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CHECKPOINTS))
+def test_broken_checkpoint_raises_checkpoint_error(case, tmp_path):
+    from models.spiking.train import load_checkpoint, save_checkpoint
+
+    conn = make_connectivity(CFG, N_IN, N_CLASSES, seed=0)
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, CFG, conn, initial_weights(CFG, conn, 0), 0)
+    load_checkpoint(path)  # the intact file loads
+    corrupt, fragment = BROKEN_CHECKPOINTS[case]
+    corrupt(path, load_npz(path))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert fragment in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_checkpoint_raises_checkpoint_error(tmp_path):
+    from models.spiking.train import load, load_checkpoint
+
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nothing.npz")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- helper processes
+HELPER_DIES = """
+import os, sys
+import numpy as np
+
+class DieInChild:
+    # unpickled in the spawned helper while it starts: it exits at once, like a crash or an OOM kill
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+from models.spiking.engine import _WorkerPool
+from models.spiking.network import make_connectivity
+from models.spiking.params import SpikingConfig
+from models.spiking.train import _Trainer
+
+if __name__ == "__main__":
+    cfg = SpikingConfig(width=20, grc_per_goc=20, pc_per_class=1)
+    for start in (lambda: _Trainer(cfg, make_connectivity(cfg, 4, 2, 0), DieInChild(), 1),
+                  lambda: _WorkerPool(1, (DieInChild(),))):
+        try:
+            start()
+        except RuntimeError as exc:
+            print("error:", exc)
+"""
+
+
+def test_a_helper_process_that_dies_at_start_is_an_error_not_a_hang(tmp_path):
+    script = tmp_path / "helper_dies.py"
+    script.write_text(HELPER_DIES)
+    res = subprocess.run([sys.executable, str(script)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["error: the training process died (see the log above)",
+                                       "error: a spiking-engine worker process died"]
+
+
+# ============================================================================ command line
+TINY_TRAIN = ["--set", "task.n_patterns=20", "--set", "task.dim=16", "--set", "model.width=60",
+              "--set", "model.pc_per_class=2", "--set", "model.grc_per_goc=20", "--set", "model.window_ms=40",
+              "--set", "train.epochs=1"]
+
+
+def cereb_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scripts.cli", "train", "-q", "--model", "spiking", "--task", "patterns",
+                           *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_trains_a_spiking_network(tmp_path):
+    res = cereb_train(*TINY_TRAIN, "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    runs = list((tmp_path / "spiking").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    assert str(run) in res.stdout
+    for name in ("config.json", "meta.json", "metrics.json", "learning_curve.csv", "checkpoint.npz"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["model_kind"] == "spiking"
+    assert config["model"]["width"] == 60 and config["model"]["window_ms"] == 40.0 and config["train"]["epochs"] == 1
+    assert config["task"]["name"] == "patterns" and config["task"]["dim"] == 16
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("train_accuracy", "test_accuracy", "grc_coding_level"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["pc_spontaneous_rate_hz"] > 0
+    assert f"test_accuracy={metrics['test_accuracy']:.4f}" in res.stdout
+    curve = read_csv(run / "learning_curve.csv")
+    assert [row["epoch"] for row in curve] == [1]
+    from models.spiking.train import load_checkpoint
+
+    cfg, conn, w, seed, extra = load_checkpoint(run / "checkpoint.npz")
+    assert cfg.width == 60 and conn.n_mf == 16 and conn.n_classes == 2 and w.shape == (60, 4)
+    assert extra == {"task": "patterns", "n_inputs": 16}
+
+
+@pytest.mark.parametrize("k", ["0", "17"])
+def test_cli_rejects_a_bad_k(k, tmp_path):
+    res = cereb_train(*TINY_TRAIN, "--set", f"model.k={k}", "--out", str(tmp_path))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("cereb: error: ") and "model.k" in res.stderr
