@@ -238,12 +238,13 @@ def granule_indices(kind: str, n_inputs: int, width: int, k: int, generator: tor
     raise ConfigError(f"unknown granule connectivity {kind!r} (fc, local or random)")
 
 
-def ema_scan(h: torch.Tensor, m0: torch.Tensor, beta: float, block: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running means of the rows of ``h`` in order, as if fed one sample at a time.
+def ema_scan(h: torch.Tensor, m0: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running means of the rows of ``h`` in order, exactly as if fed one sample at a time.
 
-    ``m_i = beta * m_{i-1} + (1 - beta) * h_i`` with ``m_{-1} = m0``; computed in blocks as
-    ``m_block = L h_block + beta^(i+1) m_prev`` with ``L[i, j] = (1 - beta) beta^(i - j)`` for
-    ``j <= i`` so a mini-batch gives exactly the running mean of batch size 1.
+    ``m_i = beta * m_{i-1} + (1 - beta) * h_i`` with ``m_{-1} = m0``, so a mini-batch sees the
+    same running mean as batch size 1 (the paper's protocol). An in-place loop over the rows: for
+    a batch of 16 at width 200,000 it was measured faster (6 ms on one thread) than a blocked
+    matrix form, whose transposed result costs a slow strided copy.
 
     Parameters
     ----------
@@ -255,19 +256,12 @@ def ema_scan(h: torch.Tensor, m0: torch.Tensor, beta: float, block: int = 32) ->
     m : (n_samples, n_features), the running mean after each sample
     last : (n_features,), the running mean after the last sample
     """
-    n = h.shape[0]
     out = torch.empty(h.shape, dtype=h.dtype)
-    prev = m0
-    for lo in range(0, n, block):
-        hb = h[lo:lo + block]
-        b = hb.shape[0]
-        i = torch.arange(b, dtype=torch.float64)
-        diff = i[:, None] - i[None, :]
-        lower = torch.where(diff >= 0, (1 - beta) * beta ** diff.clamp(min=0), torch.zeros(()))
-        decay = (beta ** (i + 1)).to(h.dtype)
-        out[lo:lo + b] = (hb.T @ lower.to(h.dtype).T).T + decay[:, None] * prev[None, :]  # fast layout
-        prev = out[lo + b - 1]
-    return out, prev.clone()
+    m = m0.to(h.dtype).clone()
+    for i in range(h.shape[0]):
+        m.mul_(beta).add_(h[i], alpha=1 - beta)
+        out[i] = m
+    return out, m
 
 
 # ----------------------------------------------------------------------------- modules

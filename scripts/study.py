@@ -29,6 +29,7 @@ import argparse
 import itertools
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -184,6 +185,10 @@ def train_job(kind: str, overrides: dict, seed: int, *, out: str, force: bool, e
     return run
 
 
+def _terminate(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
 def run_job(job: dict) -> dict:
     """Train and attack one job (called in a worker process); never raises."""
     started = time.time()
@@ -194,6 +199,9 @@ def run_job(job: dict) -> dict:
         torch.set_num_threads(threads)
     if job.get("worker"):
         logging.basicConfig(level=logging.WARNING, force=True)
+        # a terminated worker marks its open run 'failed' (open_run sees the exception) instead of
+        # leaving it 'running' forever
+        signal.signal(signal.SIGTERM, _terminate)
     summary = {"label": job["label"], "model_kind": job["model_kind"], "seed": job["seed"], "status": "ok", "error": ""}
     try:
         run = train_job(job["model_kind"], job["overrides"], job["seed"], out=job["out"], force=job["force"],
@@ -212,7 +220,7 @@ def run_job(job: dict) -> dict:
             for key in ("robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1"):
                 summary[key] = m.get(key)
     except BaseException as exc:  # a failed job must not stop the others
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         logging.getLogger("cereb.study").debug("job failed:\n%s", traceback.format_exc())
@@ -266,14 +274,26 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
                 log.info(msg)
             srun.write_csv("study.csv", summaries, STUDY_COLUMNS)
 
-        if jobs == 1:
-            for job in todo:
-                done(run_job(job))
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(run_job, job) for job in todo]
-                for fut in as_completed(futures):
-                    done(fut.result())
+        previous = signal.signal(signal.SIGTERM, _terminate)  # so that this run is marked 'failed'
+        try:
+            if jobs == 1:
+                for job in todo:
+                    done(run_job(job))
+            else:
+                pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+                try:
+                    futures = [pool.submit(run_job, job) for job in todo]
+                    for fut in as_completed(futures):
+                        done(fut.result())
+                except BaseException:
+                    # stop the workers too (each marks its open run 'failed'), without waiting for them
+                    for proc in list(getattr(pool, "_processes", {}).values()):
+                        proc.terminate()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         order = {(j["label"], j["seed"]): i for i, j in enumerate(study["jobs"])}
         summaries.sort(key=lambda s: order.get((s["label"], s["seed"]), 0))

@@ -104,7 +104,7 @@ def test_granule_layer_is_not_trained():
 def test_ema_scan_equals_the_sequential_running_mean():
     h = torch.rand(37, 6, dtype=torch.float64)
     m0 = torch.rand(6, dtype=torch.float64)
-    running, last = ema_scan(h, m0, 0.9, block=5)
+    running, last = ema_scan(h, m0, 0.9)
     m = m0.clone()
     for i, row in enumerate(h):
         m = 0.9 * m + 0.1 * row

@@ -214,3 +214,26 @@ def test_study_runs_in_parallel_and_resumes(tmp_path):
     reused = {r["label"]: (str(r["train_reused"]), str(r["attack_reused"])) for r in rows2}
     assert sorted(reused.values()) == [("True", "False")] + [("True", "True")] * 3
     assert np.isclose(sorted(r["test_accuracy"] for r in rows2), sorted(r["test_accuracy"] for r in rows)).all()
+
+
+def test_terminated_study_leaves_no_run_marked_running(tmp_path):
+    import os
+    import signal
+    import time
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY.replace("strong_steps: 8", "strong_steps: 400"))  # slow enough to be caught mid-attack
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "study", "-q", str(f), "--jobs", "2", "--out", str(out)],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not find_runs(out, "attack-rate"):
+        time.sleep(0.2)
+    assert find_runs(out, "attack-rate"), "no attack started"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(1)  # the workers' own handlers
+    statuses = {str(p): json.loads((p / "meta.json").read_text())["status"] for p in find_runs(out)}
+    assert statuses and "running" not in statuses.values(), statuses
+    assert "failed" in statuses.values()
