@@ -45,7 +45,6 @@ __all__ = ["ROBUSTNESS_COLUMNS", "DOMINANCE", "Evaluation", "evaluate_attack", "
            "check_rows"]
 
 ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct", "robust_acc", "mean_linf", "mean_l2"]
-EXTRA_COLUMNS = ["max_linf", "x_min", "x_max", "restarts", "prune", "wall_s"]
 
 # (stronger, weaker): the stronger attack's robust accuracy must not exceed the weaker one's at the
 # same eps for a shared loss (rows that combine losses name them joined by "+", e.g. "margin+ce").
@@ -125,7 +124,7 @@ def attack_once(attack: Any, fmodel: Any, xb: np.ndarray, yb: np.ndarray, eps: f
 
 def _eps_sequence(epsilons: Sequence[float], until_acc: float | None, eps_step: float, eps_max: float):
     """Yields the sorted eps list, then (if asked) more eps in ``eps_step`` until told to stop."""
-    eps_sorted = sorted(float(e) for e in epsilons)
+    eps_sorted = sorted({float(e) for e in epsilons})
     for e in eps_sorted:
         yield e
     if until_acc is None:
