@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "demo": "scripts.demo",
     "attack": "scripts.attack",
     "study": "scripts.study",
+    "report": "scripts.report",
 }
 
 
