@@ -194,38 +194,53 @@ def _headline_section(rows: list[dict]) -> list[str]:
     return lines + _table(heads, body)
 
 
+CHECKS_LIST_ALL = 12  # up to this many attack runs, every run gets its own line
+
+
+def _run_outcome(run: dict, run_rows: list[dict]) -> tuple[str, list[str]]:
+    """``(status, problems)`` of one attack run: status is ``passed``, ``failed``, ``warnings`` or ``none``."""
+    m = run["metrics"]
+    msgs = [str(s) for s in (m.get("check_messages") or [])]
+    extra = check_findings(run_rows)
+    passed = m.get("checks_passed")
+    if passed is False:
+        return "failed", (msgs or ["checks failed (no message recorded)"]) + extra
+    if msgs or extra:
+        return "warnings", msgs + extra
+    return ("passed", []) if passed is True else ("none", [])
+
+
 def _checks_section(study: Study, rows: list[dict]) -> list[str]:
     lines = ["## Attack checks", ""]
     if not study.attacks:
         return lines + _skip("No attack runs; no checks to report.")
     by_run = group_rows(rows, lambda r: r["attack_run"])
-    n_bad = 0
+    counts: dict[str, int] = defaultdict(int)
+    list_all = len(study.attacks) <= CHECKS_LIST_ALL
     for run in sorted(study.attacks, key=lambda r: str(r["path"])):
         label = study.label(run)
-        m = run["metrics"]
         f = run["fields"]
-        what = f"{f['model_kind']}" + (f", {', '.join(f'{k}={f[k]}' for k in ('width', 'k', 'ltd') if f.get(k) is not None)}"
-                                       if any(f.get(k) is not None for k in ('width', 'k', 'ltd')) else "")
-        what += f", seed {f.get('seed')}"
-        msgs = [str(s) for s in (m.get("check_messages") or [])]
-        extra = check_findings(by_run.get(label, []))
-        passed = m.get("checks_passed")
-        if passed is None and not msgs and not extra:
+        what = ", ".join([str(f["model_kind"])] + [f"{k}={f[k]}" for k in ("width", "k", "ltd") if f.get(k) is not None]
+                         + [f"seed {f.get('seed')}"])
+        status, problems = _run_outcome(run, by_run.get(label, []))
+        counts[status] += 1
+        if status == "passed":
+            if list_all:
+                lines.append(f"- `{label}` ({what}): checks passed.")
+        elif status == "none":
             lines.append(f"- `{label}` ({what}): no self-checks recorded.")
-            continue
-        problems = ([] if passed in (True, None) and not msgs else (msgs or ["checks failed (no message recorded)"])) + extra
-        if passed is True and msgs:
-            problems = msgs + extra
-        if not problems:
-            lines.append(f"- `{label}` ({what}): checks passed.")
         else:
-            n_bad += 1
-            lines.append(f"- `{label}` ({what}): " + ("checks failed" if passed is False else "warnings") + ":")
+            head = "checks failed" if status == "failed" else (
+                "checks passed, but" if run["metrics"].get("checks_passed") is True else "warnings")
+            lines.append(f"- `{label}` ({what}): {head}:")
             lines += [f"    - {p}" for p in problems]
-    lines += ["", f"{n_bad} of {len(study.attacks)} attack run(s) have failed checks or warnings; their robust "
-                  "accuracies are upper bounds at best." if n_bad else
-              f"All {len(study.attacks)} attack run(s) passed their checks.", ""]
-    return lines
+    bad = counts["failed"] + counts["warnings"]
+    summary = (f"{bad} of {len(study.attacks)} attack run(s) have failed checks or warnings; their robust accuracies "
+               f"may be overestimates (attacks too weak)." if bad else
+               f"All {counts['passed']} attack run(s) with self-checks passed them.")
+    if not list_all and counts["passed"]:
+        summary += f" {counts['passed']} run(s) not listed: checks passed."
+    return lines + ["", summary, ""]
 
 
 def _curves_section(rows: list[dict], fig_dir: Path, base: Path) -> list[str]:

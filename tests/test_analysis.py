@@ -36,7 +36,7 @@ from analysis.export import stimulus_rows
 from analysis.figures import image_shape
 from analysis.report import check_findings, write_report
 from analysis.runs import resolve_source_run
-from analysis.stats import k_effect, ltd_effect, mean_ci, width_effect
+from analysis.stats import collapse_seeds, k_effect, ltd_effect, mean_ci, width_effect
 from analysis.tables import attack_table, load_study, metric_records, run_metric
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -374,6 +374,17 @@ def test_too_few_runs_say_so(study):
     assert next(r for r in few if r["test"] == "paired t")["n"] == 3
 
 
+def test_collapse_seeds_averages_one_model_but_keeps_eps_apart():
+    base = {"model_kind": "rate", "metric": "worst", "width": 1000, "k": 4, "ltd": "none", "granule": "fc",
+            "task": "digits", "seed": 0}
+    recs = [dict(base, eps=0.1, value=0.2), dict(base, eps=0.1, value=0.4), dict(base, eps=0.2, value=0.1),
+            dict(base, eps=0.1, seed=1, value=0.9)]
+    out = {(r["eps"], r["seed"]): r for r in collapse_seeds(recs)}
+    assert set(out) == {(0.1, 0), (0.2, 0), (0.1, 1)}
+    assert out[(0.1, 0)]["value"] == pytest.approx(0.3) and out[(0.1, 0)]["n_attack_runs"] == 2
+    assert out[(0.2, 0)]["value"] == pytest.approx(0.1)
+
+
 def test_mean_ci():
     m, lo, hi = mean_ci([1.0, 2.0, 3.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
@@ -535,6 +546,7 @@ def test_cereb_report_command(study, tmp_path, capsys):
     assert last == f"report: {out}"
     text = out.read_text()
     assert text.startswith("# Report") and "width=1000, k=4, ltd=none" in text
+    assert "ltd=none, seed 0): checks passed." in text
 
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
