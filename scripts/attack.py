@@ -8,16 +8,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import logging
+
+import numpy as np
+
 from attacks.config import AttackConfig
 from core.errors import CerebError
 from scripts.common import add_data_dir, add_run_arguments, collect_overrides, module_main
 
 DESCRIPTION = (
-    "Attack a trained rate or mlp run (noise, FGSM, PGD with MSE/CE/margin losses, strong PGD); "
-    "writes results/attack-<model>/<run>/robustness.csv."
+    "Attack a trained run: rate/mlp (noise, FGSM, PGD with MSE/CE/margin losses, strong PGD) or spiking "
+    "(surrogate white-box and transfer, hybrid, HopSkipJump); writes results/attack-<model>/<run>/robustness.csv."
 )
-ATTACKABLE = ("rate", "mlp")
+ATTACKABLE = ("rate", "mlp", "spiking")
 N_EXAMPLES = 10
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,16 +75,21 @@ def check_source_run(run_dir: str | Path) -> dict:
     kind = info["config"].get("model_kind")
     if kind is None:
         raise CerebError(f"{run_dir / 'config.json'} names no model_kind; is this a training run?")
-    if kind == "spiking":
-        raise CerebError(
-            f"run {run_dir} is a spiking model: spiking attacks (surrogate white-box, transfer, "
-            "decision-based) are not available yet; 'cereb attack' handles rate and mlp runs"
-        )
     if kind not in ATTACKABLE:
         raise CerebError(f"run {run_dir} holds model kind {kind!r}; 'cereb attack' handles {', '.join(ATTACKABLE)}")
     if "task" not in info["config"]:
         raise CerebError(f"{run_dir / 'config.json'} has no task section")
     return info
+
+
+def _source_kind(run_dir) -> str | None:
+    """The model kind a training run folder holds (None if unreadable: check_source_run then says why)."""
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text()).get("model_kind")
+    except Exception:
+        return None
 
 
 def auto_batch_size(model) -> int:
@@ -191,11 +201,205 @@ def _print_summary(run) -> None:
               f"per-step traces in {run.path / m['evidence']}")
 
 
+def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Path = "results", force: bool = False,
+                       data_dir: str | None = None, experiment: str | None = None, progress: bool = False,
+                       argv: list[str] | None = None):
+    """Attack the spiking network of ``run_dir`` (a :class:`~attacks.spiking.SpikingAttackExperiment`):
+    calibrate the surrogate and report its fidelity, run the suite, write the files, check."""
+    from dataclasses import replace
+
+    from attacks.spiking import SPIKING_COLUMNS, SpikingBlackBox, run_spiking_suite
+    from core.config import config_hash, resolve, to_dict
+    from core.runs import open_run
+    from models.spiking.train import load_checkpoint
+    from models.surrogate import CerebellumSurrogate, calibrate, fidelity, save_surrogate, spiking_rates
+    from tasks import TaskConfig, load_task
+
+    run_dir = Path(run_dir)
+    info = check_source_run(run_dir)
+    acfg = exp.attack
+    task_over = dict(info["config"]["task"])
+    if data_dir:
+        task_over["data_dir"] = data_dir
+    ds = load_task(resolve(TaskConfig, task_over))
+    if acfg.n > len(ds.y_test):
+        raise CerebError(f"attack.n={acfg.n} but the test split of task {ds.name} has only {len(ds.y_test)} images")
+    ckpt = run_dir / "checkpoint.npz"
+    cfg, conn, weights, net_seed, _ = load_checkpoint(ckpt)
+    if conn.n_mf != ds.n_inputs:
+        raise CerebError(f"the network in {run_dir} takes {conn.n_mf} inputs but task {ds.name} has {ds.n_inputs}")
+    transfer_models = {}
+    for tr in acfg.transfer_runs:
+        tinfo = check_source_run(tr)
+        tkind = tinfo["config"]["model_kind"]
+        if tkind not in ("rate", "mlp"):
+            raise CerebError(f"attack.transfer_runs: {tr} holds a {tkind} model; transfer sources are rate or mlp runs")
+        if tinfo["config"]["task"].get("name") != ds.name:
+            raise CerebError(f"attack.transfer_runs: {tr} was trained on task {tinfo['config']['task'].get('name')}, "
+                             f"not {ds.name}")
+        from models.rate import load as load_rate, predict_labels
+
+        m = load_rate(tr)
+        transfer_models[tkind] = (m, lambda a, m=m: predict_labels(m, np.asarray(a, dtype=np.float32)))
+    x, y = ds.x_test[:acfg.n].copy(), ds.y_test[:acfg.n].copy()
+    config = {"model_kind": "spiking", "source_run": f"{run_dir.parent.name}/{run_dir.name}",
+              "source_config_hash": config_hash(info["config"]), **to_dict(exp)}
+    with open_run(experiment or "attack-spiking", config, seed, root=out, force=force, argv=argv) as run:
+        if run.reused:
+            return run
+        from models.spiking.engine import SpikingEngine
+
+        started = time.time()
+        e = exp.engine
+        engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
+                               chunks_per_run=e.chunks_per_run, workers=e.workers, noise="frozen", seed=net_seed)
+        bar = None
+        try:
+            bb = SpikingBlackBox(engine)
+            # surrogate: calibrate on training inputs, fidelity on held-out test inputs (slot 0, frozen)
+            scfg = exp.surrogate
+            n_cal = min(scfg.n_calibration, len(ds.x_train))
+            n_fid = min(scfg.n_fidelity, len(ds.x_test))
+            zeros = lambda k: np.zeros(k, dtype=np.int64)  # noqa: E731
+            p_cal = engine.predict(ds.x_train[:n_cal], slots=zeros(n_cal))
+            p_fid = engine.predict(ds.x_test[:n_fid], slots=zeros(n_fid))
+            sur = CerebellumSurrogate(cfg, conn, weights, scfg)
+            t0 = time.time()
+            rms = calibrate(sur, ds.x_train[:n_cal], spiking_rates(p_cal, cfg), seed=seed)
+            fid_metrics, fid_arrays = fidelity(sur, ds.x_test[:n_fid], spiking_rates(p_fid, cfg))
+            save_surrogate(run.path / "surrogate.npz", sur, str(ckpt))
+            run.save_npz("fidelity.npz", **fid_arrays)
+            log.info("surrogate: agreement %.3f, r(grc) %.3f, r(pc) %.3f, readout R2 %.3f (calibration %.1f s)",
+                     fid_metrics["fidelity_agreement"], fid_metrics["fidelity_r_grc"], fid_metrics["fidelity_r_pc"],
+                     fid_metrics["fidelity_readout_r2"], time.time() - t0)
+            if progress:
+                from tqdm.auto import tqdm
+
+                n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.pgd_l2 \
+                    + len(transfer_models) + acfg.hybrid + len(acfg.decision)
+                bar = tqdm(total=n_steps, desc="spiking attacks", unit="attack")
+
+            def tick(label):
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(label)
+
+            result = run_spiking_suite(bb, sur, x, y, acfg, seed=seed, transfer_models=transfer_models,
+                                       x_pool=ds.x_train, y_pool=ds.y_train, progress=tick)
+            if bar is not None:
+                bar.close()
+                bar = None
+            run.write_csv("robustness.csv", result.rows, SPIKING_COLUMNS)
+            run.write_csv("transfer.csv", result.transfer, ["source", "target", "attack", "loss", "eps", "n",
+                                                             "success_rate"])
+            for name, arrays in result.decision.items():
+                run.save_npz(f"decision_{name}.npz", **arrays)
+            run.save_npz("adversarials.npz", **result.examples)
+            _write_spikes(run, cfg, conn, weights, net_seed, x, y, result)
+            run.log_metrics(**result.metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
+                            source_test_accuracy=info["metrics"].get("test_accuracy"),
+                            spiking_queries=int(bb.queries), spiking_wall_s=round(bb.wall_s, 2),
+                            attack_wall_s=round(time.time() - started, 3))
+        finally:
+            if bar is not None:
+                bar.close()
+            engine.close()
+    return run
+
+
+def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:
+    """Spike trains of every population for one clean image and its adversarial (the first image
+    that an attack fooled: decision-based first, else hybrid), same noise (slot 0)."""
+    from dataclasses import replace
+
+    from models.spiking.engine import SpikingEngine
+
+    x_adv = None
+    for arrays in result.decision.values():
+        ok = np.flatnonzero(arrays["success"] & (arrays["pred_clean"] == arrays["y"]))
+        if len(ok):
+            k = int(ok[0])
+            x0, x_adv, label = arrays["x_clean"][k], arrays["x_adv"][k], int(arrays["y"][k])
+            break
+    if x_adv is None:
+        x0, x_adv, label = x[0], x[0], int(y[0])
+    with SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=2, chunks_per_run=1,
+                       workers=1, noise="frozen", seed=net_seed, record=("mf", "grc", "goc", "pc")) as eng:
+        pred = eng.predict(np.stack([x0, x_adv]).astype(np.float64), slots=np.zeros(2, dtype=np.int64))
+    out = {"window_ms": np.float64(cfg.window_ms), "x_clean": x0, "x_adv": x_adv, "label": np.int64(label),
+           "pred_clean": np.int64(pred.labels[0]), "pred_adv": np.int64(pred.labels[1]),
+           "mf_rate_min_hz": np.float64(cfg.mf_rate_min_hz), "mf_rate_max_hz": np.float64(cfg.mf_rate_max_hz)}
+    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
+    for pop, trains in pred.spikes.items():
+        out[f"n_{pop}"] = np.int64(sizes[pop])
+        for q, cond in enumerate(("clean", "adv")):
+            i, t = trains[q]
+            out[f"{cond}_{pop}_i"] = np.asarray(i, dtype=np.int32)
+            out[f"{cond}_{pop}_t_ms"] = np.asarray(t, dtype=np.float64)
+    run.save_npz("spikes.npz", **out)
+
+
+def _spiking_overrides(args: argparse.Namespace) -> dict:
+    return _args_overrides(args)
+
+
+def _print_spiking_summary(run) -> None:
+    from core.runs import read_csv
+
+    rows = [r for r in read_csv(run.path / "robustness.csv") if r["model"] == "spiking" and r["noise_mode"] == "frozen"]
+    m = run.metrics
+    print(f"clean accuracy (spiking, frozen noise): {m.get('clean_accuracy', float('nan')):.3f}")
+    print(f"surrogate: agreement {m.get('fidelity_agreement', float('nan')):.3f}, "
+          f"readout R2 {m.get('fidelity_readout_r2', float('nan')):.3f}, "
+          f"r grc/goc/pc {m.get('fidelity_r_grc', float('nan')):.2f}/{m.get('fidelity_r_goc', float('nan')):.2f}/"
+          f"{m.get('fidelity_r_pc', float('nan')):.2f}")
+    for norm in ("linf", "l2"):
+        sel = [r for r in rows if r["norm"] == norm]
+        eps = sorted({r["eps"] for r in sel})
+        if not sel:
+            continue
+        print(f"robust accuracy by {norm} eps (spiking network)")
+        print(f"{'attack':<14} {'loss':<7}" + "".join(f"{e:>7g}" for e in eps))
+        table: dict = {}
+        for r in sel:
+            table.setdefault((r["attack"], r["loss"]), {})[r["eps"]] = r["robust_acc"]
+        for (attack, loss), vals in table.items():
+            print(f"{attack:<14} {loss:<7}" + "".join(f"{vals[e]:>7.3f}" if e in vals else f"{'':>7}" for e in eps))
+    for name in ("hsja-l2", "hsja-linf", "boundary-l2"):
+        if f"{name}_success_rate" in m:
+            print(f"{name}: success {m[f'{name}_success_rate']:.3f}, median L2 {m[f'{name}_median_l2']:.3f}, "
+                  f"median Linf {m[f'{name}_median_linf']:.3f}, {m[f'{name}_wall_s']:.0f} s, "
+                  f"{m[f'{name}_queries_per_s']:.0f} queries/s")
+    print(f"time: {m.get('attack_wall_s', 0):.0f} s")
+    if m.get("checks_passed", True):
+        print("checks: all passed")
+    else:
+        print(f"checks: {len(m.get('check_messages', []))} FAILED")
+        for msg in m.get("check_messages", []):
+            print(f"  FAILED: {msg}")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    cfg = resolve_attack_config(_args_overrides(args))  # bad eps etc. fail before anything is loaded
     quiet = getattr(args, "quiet", False)
+    kind = _source_kind(args.run)
+    if kind == "spiking":
+        from attacks.spiking import SpikingAttackExperiment
+        from core.config import resolve
+
+        try:
+            exp = resolve(SpikingAttackExperiment, _args_overrides(args))
+        except ValueError as exc:
+            raise CerebError(str(exc)) from None
+        res = spiking_attack_run(args.run, exp, seed=args.seed, out=args.out, force=args.force, data_dir=args.data_dir,
+                                 experiment=args.experiment, progress=not quiet)
+        if res.reused:
+            print(f"reusing completed run {res.path} (use --force to recompute)")
+        print(f"run: {res.path}")
+        _print_spiking_summary(res)
+        return 0 if res.metrics.get("checks_passed", True) else 1
+    cfg = resolve_attack_config(_args_overrides(args))  # bad eps etc. fail before anything is loaded
     progress = None if quiet else (lambda total: tqdm(total=total, desc="attack", unit="cell"))
     res = attack_run(args.run, cfg, seed=args.seed, out=args.out, force=args.force, data_dir=args.data_dir,
                      experiment=args.experiment, progress=progress)

@@ -1,0 +1,488 @@
+"""The attack suite against the spiking cerebellum.
+
+The network under attack is the batched spiking engine in frozen-noise mode with every query in
+noise slot 0: the mossy-fibre noise is then the same fixed realisation for every input, so the
+network is a deterministic function of its input alone (a query's answer does not depend on
+where in a batch it sits, and a starting point checked once stays adversarial). Fresh-noise
+results are reported next to it: each adversarial example is re-evaluated ``fresh_repeats``
+times with new noise, as a success probability.
+
+Attacks (rows of ``robustness.csv``; ``model`` = the network the examples were evaluated on,
+``source`` = the model whose gradients made them):
+
+- ``noise``: uniform noise at matched L-inf norms (no gradients);
+- ``fgsm``, ``pgd`` (L-inf) and ``pgd-l2``: white-box on the rate-coded surrogate
+  (:mod:`models.surrogate`), evaluated on the surrogate (``model=surrogate``) and transferred to the
+  spiking network (``model=spiking``);
+- ``transfer-rate`` / ``transfer-mlp``: PGD on a trained rate model / MLP of the same task;
+- ``hybrid``: PGD whose gradient comes from the surrogate and whose decisions come from the
+  spiking network (an image stops where the spiking network is fooled), with the surrogate's own
+  PGD as a second restart;
+- ``hsja-l2``, ``hsja-linf``, ``boundary-l2``: decision-based, the spiking network as a black box
+  under a hard per-image query budget (:mod:`attacks.decision`), started from transfer
+  adversarials or the nearest training image of another class.
+
+Checks (written to ``metrics.json`` and printed): robust accuracy never rises with eps;
+perturbations stay within eps and inputs within [0, 1]; PGD is not weaker than FGSM; hybrid is
+not weaker than transfer; an unbounded decision-based attack fools >= 95% of the correctly
+classified images.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import eagerpy as ep
+import foolbox as fb
+import numpy as np
+import torch
+
+from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
+from attacks.foolbox_attacks import FGSM, PGD, LossMixin, _check_loss, uniform_noise
+from core.errors import CerebError, ConfigError
+from models.spiking.params import EngineConfig
+from models.surrogate import SurrogateConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SpikingAttackConfig", "SpikingAttackExperiment", "SPIKING_COLUMNS", "HybridPGD", "L2PGD",
+           "SpikingBlackBox", "run_spiking_suite", "DOMINANCE_SPIKING"]
+
+SPIKING_COLUMNS = ROBUSTNESS_COLUMNS + ["queries", "noise_mode", "success_prob", "norm", "source"]
+DECISION_ATTACKS = ("hsja-l2", "hsja-linf", "boundary-l2")
+# (stronger, weaker) pairs checked at each eps for a shared model and loss
+DOMINANCE_SPIKING = (("pgd", "fgsm"), ("hybrid", "pgd"), ("hybrid", "transfer-rate"), ("hybrid", "transfer-mlp"))
+
+
+@dataclass(frozen=True)
+class SpikingAttackConfig:
+    """The ``attack.*`` section for a spiking run.
+
+    n : test images attacked (the first n of the test split).
+    eps : L-inf budgets; l2_eps : L2 budgets (``pgd-l2`` and the L2 decision-based rows).
+    losses : losses of the surrogate FGSM/PGD (``margin``, ``ce``; ``mse`` also works).
+    pgd_steps, pgd_stepsize, restarts : PGD on the surrogate (random start each restart).
+    hybrid, hybrid_steps : the hybrid attack (margin loss).
+    transfer_runs : rate / mlp run folders whose PGD examples are transferred (same task).
+    decision : decision-based attacks; decision_n : images they attack (<= n);
+    max_queries : hard per-image budget.
+    fresh_repeats : fresh-noise re-evaluations of every adversarial example.
+    fresh_eps : the eps at which fresh-noise rows are written.
+    """
+
+    n: int = 100
+    eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+    l2_eps: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
+    noise: bool = True
+    fgsm: bool = True
+    pgd: bool = True
+    pgd_l2: bool = True
+    losses: tuple[str, ...] = ("margin", "ce")
+    pgd_steps: int = 40
+    pgd_stepsize: float = 0.01
+    restarts: int = 1
+    hybrid: bool = True
+    hybrid_steps: int = 40
+    transfer_runs: tuple[str, ...] = ()
+    decision: tuple[str, ...] = ("hsja-l2", "hsja-linf")
+    decision_n: int | None = None
+    max_queries: int = 1000
+    fresh_repeats: int = 5
+    fresh_eps: tuple[float, ...] = (0.1, 0.2)
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"attack.n must be >= 1, got {self.n}")
+        for name in ("eps", "l2_eps", "fresh_eps"):
+            bad = [e for e in getattr(self, name) if not e >= 0]
+            if bad:
+                raise ValueError(f"attack.{name} must be >= 0, got {bad[0]}")
+        for loss in self.losses:
+            _check_loss(loss)
+        unknown = [d for d in self.decision if d not in DECISION_ATTACKS]
+        if unknown:
+            raise ValueError(f"unknown decision-based attack {unknown[0]!r} (known: {', '.join(DECISION_ATTACKS)})")
+        if self.pgd_steps < 1 or self.hybrid_steps < 1 or self.restarts < 1 or self.pgd_stepsize <= 0:
+            raise ValueError("attack.pgd_steps, hybrid_steps, restarts >= 1 and pgd_stepsize > 0 are required")
+        if self.max_queries < 3 or self.fresh_repeats < 0:
+            raise ValueError("attack.max_queries >= 3 and attack.fresh_repeats >= 0 are required")
+        if self.decision_n is not None and not 1 <= self.decision_n <= self.n:
+            raise ValueError("attack.decision_n must lie in [1, attack.n]")
+
+
+@dataclass(frozen=True)
+class SpikingAttackExperiment:
+    """What ``cereb attack`` configures for a spiking run: ``attack.*``, ``surrogate.*``, ``engine.*``."""
+
+    attack: SpikingAttackConfig = field(default_factory=SpikingAttackConfig)
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+# ----------------------------------------------------------------------------- attacks
+class L2PGD(LossMixin, fb.attacks.L2PGD):
+    """L2 projected gradient descent on ``loss`` (Foolbox's steps; eps is an L2 radius)."""
+
+    def __init__(self, *, loss: str = "margin", steps: int = 40, rel_stepsize: float = 0.05, random_start: bool = True):
+        super().__init__(rel_stepsize=rel_stepsize, steps=steps, random_start=random_start)
+        self.loss = _check_loss(loss)
+
+
+class HybridPGD(PGD):
+    """L-inf PGD steered by two models: the surrogate supplies the gradient (this attack runs on
+    the surrogate's Foolbox model), the spiking network decides.
+
+    Foolbox's substitute-model pattern: :meth:`value_and_grad` is overridden. At every step the
+    spiking network classifies the current iterates; images it already misclassifies get a zero
+    gradient, so they stay where they are (projection and clipping leave a point inside the ball
+    unchanged) and the final iterate is the spiking-fooling point. Every step costs one spiking
+    query per image (counted in ``queries``).
+    """
+
+    def __init__(self, spiking_labels: Callable[[np.ndarray], np.ndarray], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spiking_labels = spiking_labels
+        self.queries = 0
+        self._labels: np.ndarray | None = None
+
+    def get_loss_fn(self, model, labels):
+        self._labels = labels.numpy()
+        return super().get_loss_fn(model, labels)
+
+    def value_and_grad(self, loss_fn, x):
+        value, grad = super().value_and_grad(loss_fn, x)
+        xs = x.numpy().reshape(len(x), -1).astype(np.float64)
+        fooled = np.asarray(self.spiking_labels(np.clip(xs, 0, 1))) != self._labels
+        self.queries += len(xs)
+        mask = ep.from_numpy(grad, (~fooled).astype(np.float32).reshape((-1,) + (1,) * (grad.ndim - 1)))
+        return value, grad * mask.astype(grad.dtype)
+
+
+class SpikingBlackBox:
+    """The spiking network as a function: frozen noise, every query in noise slot 0 (see the
+    module docstring); ``fresh`` draws new noise on every call. Counts queries."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.queries = 0
+        self.wall_s = 0.0
+
+    def scores(self, x: np.ndarray, noise: str = "frozen") -> np.ndarray:
+        x = np.clip(np.asarray(x, dtype=np.float64).reshape(len(x), -1), 0.0, 1.0)
+        t0 = time.time()
+        out = self.engine.predict(x, noise=noise, slots=np.zeros(len(x), dtype=np.int64)).scores
+        self.wall_s += time.time() - t0
+        self.queries += len(x)
+        return out
+
+    def labels(self, x: np.ndarray) -> np.ndarray:
+        return self.scores(x).argmax(1)
+
+    def fresh_scores(self, x: np.ndarray) -> np.ndarray:
+        return self.scores(x, noise="fresh")
+
+
+# ----------------------------------------------------------------------------- suite
+@dataclass
+class SpikingSuiteResult:
+    rows: list[dict]
+    transfer: list[dict]
+    decision: dict[str, Any]
+    examples: dict[str, np.ndarray]
+    metrics: dict[str, Any]
+
+
+def _row_defaults(row: dict, *, norm: str, source: str, noise_mode: str = "frozen", queries: int = 0,
+                  success_prob: float = float("nan")) -> dict:
+    row.setdefault("queries", queries)
+    row.setdefault("noise_mode", noise_mode)
+    row.setdefault("success_prob", success_prob)
+    row["norm"], row["source"] = norm, source
+    return row
+
+
+def _fresh_rows(bb: SpikingBlackBox, ev, x, y, cfg: SpikingAttackConfig, row_of: dict) -> list[dict]:
+    """Fresh-noise rows for an evaluation: each adversarial example re-evaluated R times."""
+    out = []
+    if cfg.fresh_repeats < 1:
+        return out
+    for eps in cfg.fresh_eps:
+        match = [k for k, e in enumerate(ev.epsilons) if abs(e - eps) < 1e-9]
+        if not match:
+            continue
+        k = match[0]
+        adv = ev.adversarial[k].astype(np.float64)
+        ok = ev.clean_correct
+        p_correct = np.zeros(len(x))
+        for _ in range(cfg.fresh_repeats):
+            p_correct += bb.fresh_scores(adv).argmax(1) == y
+        p_correct /= cfg.fresh_repeats
+        fooled_frozen = ok & ~ev.correct[k]
+        base = dict(row_of[eps])
+        base.update(noise_mode="fresh", robust_acc=float(p_correct.mean()),
+                    n_correct=int(round(p_correct.sum())),
+                    success_prob=float((1 - p_correct[fooled_frozen]).mean()) if fooled_frozen.any() else float("nan"),
+                    queries=int(base.get("queries", 0)) + cfg.fresh_repeats * len(x))
+        out.append(base)
+    return out
+
+
+def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarray, cfg: SpikingAttackConfig, *,
+                      seed: int = 0, transfer_models: dict[str, Any] | None = None,
+                      x_pool: np.ndarray | None = None, y_pool: np.ndarray | None = None,
+                      progress: Callable[[str], None] | None = None) -> SpikingSuiteResult:
+    """Run every attack of ``cfg`` against the spiking network ``bb``; see the module docstring."""
+    from attacks.decision import reevaluate, robust_curve, run_decision_attack
+
+    tick = progress or (lambda label: None)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    n = len(y)
+    rows: list[dict] = []
+    transfer: list[dict] = []
+    evaluations: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    spiking_fmodel = fb.models.NumPyModel(lambda a: bb.scores(np.asarray(a)), bounds=(0, 1))
+    surrogate.eval()
+    sur_fmodel = fb.PyTorchModel(surrogate, bounds=(0, 1), device="cpu")
+
+    def sur_labels(a):
+        with torch.no_grad():
+            return surrogate(torch.as_tensor(np.asarray(a, dtype=np.float32))).argmax(1).numpy()
+
+    clean_spiking = bb.labels(x) == y
+    metrics["clean_accuracy"] = float(clean_spiking.mean())
+    metrics["surrogate_clean_accuracy"] = float((sur_labels(x) == y).mean())
+    tick("clean")
+
+    def frozen_rows(ev, *, norm, source, queries_per_image=0):
+        out = []
+        for r in ev.rows:
+            r = _row_defaults(dict(r), norm=norm, source=source, queries=int(queries_per_image * n))
+            if norm == "l2":  # evaluate_attack measures L-inf; the L2 bound is checked separately
+                r.pop("max_linf", None)
+            out.append(r)
+        return out
+
+    def transfer_rows(ev_src, target_name: str, predict_target, attack: str, loss: str, source: str):
+        """Evaluate the source evaluation's adversarial examples on the target model."""
+        out, clean_t = [], predict_target(x) == y
+        for k, eps in enumerate(ev_src.epsilons):
+            adv = ev_src.adversarial[k]
+            correct = clean_t & (predict_target(adv) == y) if eps > 0 else clean_t
+            succ = float((~correct[clean_t]).mean()) if clean_t.any() else float("nan")
+            transfer.append({"source": source, "target": target_name, "attack": attack, "loss": loss,
+                             "eps": float(eps), "n": int(clean_t.sum()), "success_rate": succ})
+            out.append((eps, correct, adv))
+        return out
+
+    # -- uniform noise on the spiking network itself
+    if cfg.noise:
+        ev = evaluate_attack(uniform_noise(), spiking_fmodel, bb.labels, x, y, cfg.eps, model="spiking",
+                             attack="noise", loss="none", seed=seed, prune=True, batch_size=n)
+        rows += frozen_rows(ev, norm="linf", source="none", queries_per_image=len(cfg.eps))
+        tick("noise")
+
+    # -- white-box on the surrogate, transferred to the spiking network
+    kinds = [("fgsm", cfg.fgsm), ("pgd", cfg.pgd)]
+    for kind, on in kinds:
+        if not on:
+            continue
+        for loss in cfg.losses:
+            atk = [FGSM(loss=loss)] if kind == "fgsm" else \
+                [PGD(loss=loss, steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize) for _ in range(cfg.restarts)]
+            ev = evaluate_attack(atk, sur_fmodel, sur_labels, x, y, cfg.eps, model="surrogate", attack=kind,
+                                 loss=loss, seed=seed, prune=False, batch_size=n)
+            ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
+            rows += frozen_rows(ev, norm="linf", source="surrogate")
+            evaluations[f"surrogate:{kind}_{loss}"] = ev
+            # the same examples on the spiking network
+            ev_s = _reevaluate(ev, bb.labels, x, y, model="spiking")
+            rows += frozen_rows(ev_s, norm="linf", source="surrogate", queries_per_image=len(ev.epsilons))
+            evaluations[f"{kind}_{loss}"] = ev_s
+            transfer_rows(ev, "spiking", bb.labels, kind, loss, "surrogate")
+            if kind == "pgd":
+                rows += _fresh_rows(bb, ev_s, x, y, cfg, {r["eps"]: r for r in rows[-len(ev_s.rows):]})
+            tick(f"{kind}/{loss}")
+
+    if cfg.pgd_l2 and cfg.l2_eps:
+        atk = [L2PGD(loss="margin", steps=cfg.pgd_steps) for _ in range(cfg.restarts)]
+        ev = evaluate_attack(atk, sur_fmodel, sur_labels, x, y, cfg.l2_eps, model="surrogate", attack="pgd-l2",
+                             loss="margin", seed=seed, prune=False, batch_size=n)
+        ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
+        rows += frozen_rows(ev, norm="l2", source="surrogate")
+        ev_s = _reevaluate(ev, bb.labels, x, y, model="spiking")
+        rows += frozen_rows(ev_s, norm="l2", source="surrogate", queries_per_image=len(ev.epsilons))
+        evaluations["pgd-l2_margin"] = ev_s
+        transfer_rows(ev, "spiking", bb.labels, "pgd-l2", "margin", "surrogate")
+        tick("pgd-l2")
+
+    # -- transfer from the rate model / MLP
+    for name, (model, predict) in (transfer_models or {}).items():
+        fm = fb.PyTorchModel(model.eval(), bounds=(0, 1), device="cpu")
+        atk = PGD(loss="margin", steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize)
+        ev = evaluate_attack(atk, fm, predict, x, y, cfg.eps, model=name, attack="pgd", loss="margin", seed=seed,
+                             prune=False, batch_size=n)
+        ev = _reevaluate(ev, predict, x, y, model=name)
+        ev_s = _reevaluate(ev, bb.labels, x, y, model="spiking", attack=f"transfer-{name}")
+        rows += frozen_rows(ev_s, norm="linf", source=name, queries_per_image=len(ev.epsilons))
+        evaluations[f"transfer-{name}_margin"] = ev_s
+        transfer_rows(ev, "spiking", bb.labels, "pgd", "margin", name)
+        transfer_rows(ev, name, predict, "pgd", "margin", name)
+        # and the surrogate's PGD examples on this model: the other direction of the matrix
+        if "surrogate:pgd_margin" in evaluations:
+            transfer_rows(evaluations["surrogate:pgd_margin"], name, predict, "pgd", "margin", "surrogate")
+        tick(f"transfer-{name}")
+
+    # -- hybrid: surrogate gradient, spiking decisions (+ the surrogate PGD as a second restart)
+    if cfg.hybrid:
+        hyb = HybridPGD(bb.labels, loss="margin", steps=cfg.hybrid_steps, abs_stepsize=cfg.pgd_stepsize)
+        restarts = [hyb, PGD(loss="margin", steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize)]
+        q0 = bb.queries
+        ev = evaluate_attack(restarts, sur_fmodel, bb.labels, x, y, cfg.eps, model="spiking", attack="hybrid",
+                             loss="margin", seed=seed, prune=True, batch_size=n)
+        per_image = (bb.queries - q0) / max(n, 1)
+        hrows = frozen_rows(ev, norm="linf", source="spiking")
+        for r in hrows:
+            r["queries"] = int(bb.queries - q0)
+        rows += hrows
+        rows += _fresh_rows(bb, ev, x, y, cfg, {r["eps"]: r for r in hrows})
+        evaluations["hybrid_margin"] = ev
+        metrics["hybrid_queries_per_image"] = round(per_image, 1)
+        for k, eps in enumerate(ev.epsilons):
+            ok = ev.clean_correct
+            transfer.append({"source": "hybrid", "target": "spiking", "attack": "hybrid", "loss": "margin",
+                             "eps": float(eps), "n": int(ok.sum()),
+                             "success_rate": float((~ev.correct[k][ok]).mean()) if ok.any() else float("nan")})
+        tick("hybrid")
+
+    # -- decision-based, the spiking network as a black box
+    decision = {}
+    n_dec = cfg.decision_n or n
+    starts = None
+    if "pgd_margin" in evaluations:  # transfer adversarials at the largest eps as starting points
+        ev = evaluations["pgd_margin"]
+        adv = ev.adversarial[-1][:n_dec].astype(np.float64)
+        starts = np.where((~ev.correct[-1][:n_dec])[:, None], adv, np.nan)
+    for name in cfg.decision:
+        q0, t0 = bb.queries, time.time()
+        res = run_decision_attack(lambda a: bb.scores(a), x[:n_dec].astype(np.float64), y[:n_dec], attack=name,
+                                  max_queries=cfg.max_queries, starting_points=starts, x_pool=x_pool, y_pool=y_pool,
+                                  seed=seed)
+        wall = time.time() - t0
+        norm = "l2" if name.endswith("l2") else "linf"
+        norms = res.l2 if norm == "l2" else res.linf
+        clean_ok = res.pred_clean == y[:n_dec]
+        prob = reevaluate(lambda a: bb.fresh_scores(a), res.x_adv, y[:n_dec], cfg.fresh_repeats) \
+            if cfg.fresh_repeats else np.full(n_dec, np.nan)
+        eps_list = cfg.l2_eps if norm == "l2" else cfg.eps
+        acc = robust_curve(norms, res.success, clean_ok, eps_list)
+        attacked = clean_ok
+        succ = res.success & attacked
+        for eps, a in zip(eps_list, acc):
+            within = succ & (norms <= eps + 1e-9)
+            rows.append(_row_defaults({
+                "model": "spiking", "attack": name, "loss": "none", "eps": float(eps), "seed": seed, "n": n_dec,
+                "n_correct": int(round(a * n_dec)), "robust_acc": float(a),
+                "mean_linf": float(np.where(within, res.linf, 0).mean()),
+                "mean_l2": float(np.where(within, res.l2, 0).mean()),
+                "x_min": float(res.x_adv.min()), "x_max": float(res.x_adv.max()), "wall_s": wall,
+            }, norm=norm, source="none", queries=int(res.queries.sum()),
+                success_prob=float(prob[within].mean()) if within.any() else float("nan")))
+        success_rate = float(succ[attacked].mean()) if attacked.any() else float("nan")
+        decision[name] = {
+            "x_clean": x[:n_dec], "x_adv": res.x_adv.astype(np.float32), "y": y[:n_dec],
+            "pred_clean": res.pred_clean, "pred_adv": res.pred_adv, "l2": res.l2, "linf": res.linf,
+            "queries": res.queries, "success": res.success, "success_prob": prob,
+        }
+        metrics[f"{name}_success_rate"] = success_rate
+        metrics[f"{name}_median_l2"] = float(np.median(res.l2[succ])) if succ.any() else float("nan")
+        metrics[f"{name}_median_linf"] = float(np.median(res.linf[succ])) if succ.any() else float("nan")
+        metrics[f"{name}_wall_s"] = round(wall, 2)
+        metrics[f"{name}_queries_per_s"] = round((bb.queries - q0) / wall, 1) if wall > 0 else float("nan")
+        metrics[f"{name}_budget_hit"] = bool(res.budget_hit)
+        tick(name)
+    if "hsja-l2" in decision:
+        metrics["hsja_median_l2"] = metrics["hsja-l2_median_l2"]
+        metrics["queries_per_s"] = metrics["hsja-l2_queries_per_s"]
+
+    # -- checks
+    messages = check_rows([r for r in rows if r["noise_mode"] == "frozen"], dominance=DOMINANCE_SPIKING)
+    for key, ev in evaluations.items():
+        if key.startswith("pgd-l2"):
+            delta = (ev.adversarial - x[None]).reshape(len(ev.epsilons), n, -1).astype(np.float64)
+            l2 = np.sqrt((delta ** 2).sum(-1)).max(1)
+            for eps, m in zip(ev.epsilons, l2):
+                if m > eps + 1e-4:
+                    messages.append(f"pgd-l2 eps={eps:g}: L2 perturbation {m:.6g} exceeds eps")
+    for name in decision:
+        sr = metrics[f"{name}_success_rate"]
+        if not sr >= 0.95:
+            messages.append(f"{name}: the unbounded decision-based attack fooled only {sr:.1%} of the correctly "
+                            f"classified images (< 95%: the black-box evaluation is unreliable)")
+    metrics["checks_passed"] = not messages
+    metrics["check_messages"] = messages
+    for r in rows:
+        if r["noise_mode"] == "frozen" and r["model"] == "spiking" and r["norm"] == "linf":
+            for e in (0.1, 0.2):
+                if abs(r["eps"] - e) < 1e-9:
+                    metrics[f"robust_acc_{r['attack']}_{r['loss']}_eps{e:g}"] = r["robust_acc"]
+    worst = _worst(rows)
+    metrics.update(worst)
+
+    examples = {"x_clean": x[:10], "y": y[:10]}
+    for key, ev in evaluations.items():
+        if key.startswith("surrogate:"):
+            continue
+        examples[f"{key}.eps"] = np.asarray(ev.epsilons)
+        examples[f"{key}.x_adv"] = ev.adversarial[:, :10]
+    return SpikingSuiteResult(rows, transfer, decision, examples, metrics)
+
+
+def _worst(rows: list[dict]) -> dict:
+    """Worst robust accuracy (frozen noise, L-inf, on the spiking network) over attacks at eps 0.1, 0.2."""
+    out = {}
+    for e in (0.1, 0.2):
+        vals = [r["robust_acc"] for r in rows if r["model"] == "spiking" and r["noise_mode"] == "frozen"
+                and r["norm"] == "linf" and abs(r["eps"] - e) < 1e-9 and r["attack"] != "noise"]
+        if vals:
+            out[f"robust_acc_worst_eps{e:g}"] = float(min(vals))
+    return out
+
+
+def _reevaluate(ev, predict, x, y, *, model: str, attack: str | None = None):
+    """The examples of an evaluation judged by ``predict`` (another model: transfer); a copy of ``ev``.
+
+    An image fooled at some eps stays fooled, with the same example, at every larger eps (the
+    smaller ball lies inside the larger), so robust accuracy cannot rise with eps."""
+    from attacks.evaluate import Evaluation
+
+    clean = np.asarray(predict(x)) == y
+    correct, rows = [], []
+    adversarial = np.array(ev.adversarial, copy=True)
+    prev = clean
+    for k, eps in enumerate(ev.epsilons):
+        c = clean & (np.asarray(predict(adversarial[k])) == y) if eps > 0 else clean.copy()
+        # an example that fooled the model at a smaller eps lies inside this ball too: carry it
+        carried = ~prev & clean
+        if k and carried.any():
+            adversarial[k][carried] = adversarial[k - 1][carried]
+        c &= prev
+        prev = c
+        correct.append(c)
+        r = dict(ev.rows[k])
+        r.update(model=model, n_correct=int(c.sum()), robust_acc=float(c.mean()))
+        if attack:
+            r["attack"] = attack
+        rows.append(r)
+    for r, k in zip(rows, range(len(rows))):
+        delta = (adversarial[k] - x).reshape(len(y), -1).astype(np.float64)
+        if len(y):
+            r.update(mean_linf=float(np.abs(delta).max(1).mean()), mean_l2=float(np.sqrt((delta ** 2).sum(1)).mean()))
+            if "max_linf" in r:
+                r["max_linf"] = float(np.abs(delta).max())
+    return Evaluation(rows, list(ev.epsilons), np.array(correct, dtype=bool).reshape(len(ev.epsilons), len(y)),
+                      adversarial, clean)
