@@ -43,11 +43,11 @@ DESCRIPTION = "Run a study file: train and attack every configuration of a grid,
 
 log = logging.getLogger("cereb.study")
 
-TOP_KEYS = {"name", "description", "model_kind", "seeds", "base", "grid", "variants", "attack",
+TOP_KEYS = {"name", "description", "model_kind", "seeds", "base", "grid", "variants", "attack", "spiking_attack",
             "train_experiment", "attack_experiment"}
 STUDY_COLUMNS = ["label", "model_kind", "seed", "status", "train_run", "test_accuracy", "attack_run",
                  "clean_accuracy", "robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1",
-                 "strong_eps_at_target", "checks_passed", "evidence", "train_reused", "attack_reused",
+                 "strong_eps_at_target", "robust_acc_worst_eps0.1", "checks_passed", "evidence", "train_reused", "attack_reused",
                  "wall_s", "error"]
 
 
@@ -57,7 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--out", default="results", metavar="DIR", help="results root (default results)")
     p.add_argument("--force", action="store_true", help="recompute every run even if a completed one exists")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs (numbered for --job) and exit")
+    p.add_argument("--job", type=int, metavar="I",
+                   help="run only job I of --dry-run's list (train + attack) and exit: one task of a cluster array "
+                        "job; a later run without --job reuses the finished runs and writes study.csv")
 
 
 # ----------------------------------------------------------------------------- study files
@@ -116,6 +119,22 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
 
         resolve_attack_config({"attack": dict(attack)})  # validate now
 
+    spiking_attack = spec.get("spiking_attack", {})
+    if spiking_attack is False or spiking_attack is None:
+        spiking_attack = None
+    elif not isinstance(spiking_attack, Mapping):
+        raise ConfigError(f"study file {path}: spiking_attack must be a mapping of attack.*/surrogate.*/engine.* "
+                          "overrides, or false")
+    else:
+        from attacks.spiking import SpikingAttackExperiment
+        from core.config import resolve as _resolve
+
+        spiking_attack = unflatten(spiking_attack)
+        try:
+            _resolve(SpikingAttackExperiment, spiking_attack)  # validate now
+        except ValueError as exc:
+            raise ConfigError(f"study file {path}: spiking_attack: {exc}") from None
+
     keys = list(grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
     jobs = []
@@ -135,6 +154,7 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
             for seed in seeds:
                 jobs.append({"label": label, "model_kind": kind, "seed": seed, "overrides": overrides})
     return {"name": name, "description": spec.get("description", ""), "jobs": jobs, "attack": attack,
+            "spiking_attack": spiking_attack,
             "train_experiment": spec.get("train_experiment"), "attack_experiment": spec.get("attack_experiment")}
 
 
@@ -157,6 +177,8 @@ def check_tasks(study: dict) -> None:
 def job_cost(job: Mapping) -> float:
     """Rough relative cost, to start the most expensive jobs first."""
     model = job["overrides"].get("model", {})
+    if job["model_kind"] == "spiking":
+        return 1e12 + float(model.get("width", 2000))
     if job["model_kind"] != "rate":
         return 784 * 50
     width = float(model.get("width", 5000))
@@ -207,7 +229,19 @@ def run_job(job: dict) -> dict:
         run = train_job(job["model_kind"], job["overrides"], job["seed"], out=job["out"], force=job["force"],
                         experiment=job.get("train_experiment"))
         summary.update(train_run=str(run.path), test_accuracy=run.metrics.get("test_accuracy"), train_reused=run.reused)
-        if job.get("attack") is not None:
+        if job["model_kind"] == "spiking" and job.get("spiking_attack") is not None:
+            from attacks.spiking import SpikingAttackExperiment
+            from core.config import resolve
+            from scripts.attack import spiking_attack_run
+
+            exp = resolve(SpikingAttackExperiment, job["spiking_attack"])
+            arun = spiking_attack_run(run.path, exp, seed=job["seed"], out=job["out"], force=job["force"],
+                                      experiment=job.get("attack_experiment"))
+            m = arun.metrics
+            summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
+                           checks_passed=m.get("checks_passed"))
+            summary["robust_acc_worst_eps0.1"] = m.get("robust_acc_worst_eps0.1")
+        elif job["model_kind"] != "spiking" and job.get("attack") is not None:
             from scripts.attack import attack_run, resolve_attack_config
 
             cfg = resolve_attack_config({"attack": job["attack"]})
@@ -217,7 +251,7 @@ def run_job(job: dict) -> dict:
             summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
                            checks_passed=m.get("checks_passed"), evidence=m.get("evidence"),
                            strong_eps_at_target=m.get("strong_eps_at_target"))
-            for key in ("robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1"):
+            for key in ("robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1", "robust_acc_worst_eps0.1"):
                 summary[key] = m.get(key)
     except BaseException as exc:  # a failed job must not stop the others
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -242,12 +276,14 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
         raise CerebError(f"--jobs must be >= 1, got {jobs}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     todo = sorted(
-        ({**job, "out": out, "force": force, "attack": study["attack"], "threads": threads, "worker": jobs > 1,
+        ({**job, "out": out, "force": force, "attack": study["attack"], "spiking_attack": study.get("spiking_attack"),
+          "threads": threads, "worker": jobs > 1,
           "train_experiment": study["train_experiment"], "attack_experiment": study["attack_experiment"]}
          for job in study["jobs"]),
         key=job_cost, reverse=True,
     )
     config = {"name": study["name"], "description": study["description"], "attack": study["attack"],
+              "spiking_attack": study.get("spiking_attack"),
               "jobs": [{k: j[k] for k in ("label", "model_kind", "seed", "overrides")} for j in study["jobs"]]}
     summaries: list[dict] = []
     with open_run(f"study-{study['name']}", config, 0, root=out, force=force, argv=argv) as srun:
@@ -313,11 +349,23 @@ def _fmt(v: Any, spec: str) -> str:
 def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("CEREB_DATA")
     study = load_study(args.config, data_dir)
+    ordered = sorted(study["jobs"], key=job_cost, reverse=True)
     if args.dry_run:
-        for job in sorted(study["jobs"], key=job_cost, reverse=True):
-            print(f"{job['model_kind']:<6} seed {job['seed']}  {job['label']}")
+        for i, job in enumerate(ordered):
+            print(f"{i:>4}  {job['model_kind']:<7} seed {job['seed']}  {job['label']}")
         print(f"{len(study['jobs'])} jobs")
         return 0
+    if args.job is not None:
+        if not 0 <= args.job < len(ordered):
+            raise CerebError(f"--job {args.job}: the study has jobs 0 to {len(ordered) - 1}")
+        check_tasks({"jobs": [ordered[args.job]]})
+        summary = run_job({**ordered[args.job], "out": args.out, "force": args.force, "attack": study["attack"],
+                           "spiking_attack": study.get("spiking_attack"), "threads": None, "worker": False,
+                           "train_experiment": study["train_experiment"],
+                           "attack_experiment": study["attack_experiment"]})
+        for key in ("label", "seed", "status", "train_run", "test_accuracy", "attack_run", "error"):
+            print(f"{key}: {summary.get(key, '')}")
+        return 0 if summary["status"] == "ok" else 1
     check_tasks(study)  # a missing data directory fails here, not in every worker
     srun, summaries = run_study(study, jobs=args.jobs, out=args.out, force=args.force,
                                 progress=not getattr(args, "quiet", False), argv=sys.argv)

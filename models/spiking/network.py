@@ -485,7 +485,7 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     io = b2.NeuronGroup(conn.n_pc, "r_pc : Hz (linked)\nnoise_seed : integer (shared)\nt_call : second (shared)",
                         threshold=f"mf_uniform(noise_seed, -1, i, timestep(t - t_call, dt)) < {teaching} * "
                                   "clip(cf_base + cf_sign * cf_gain * (r_pc - pc_target(t - t_call, i)), 0*Hz, cf_max) * dt",
-                        dt=dt, namespace=io_ns, name="io")
+                        reset="", dt=dt, namespace=io_ns, name="io")
     io.r_pc = b2.linked_var(pc, "r")
     cf = b2.Synapses(io, pc, on_pre="cf_flag_post = 1", dt=dt, namespace=ns, name="cf")
     cf.connect(j="i")
