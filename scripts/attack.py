@@ -249,8 +249,12 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
             return run
         from models.spiking.engine import SpikingEngine
 
+        from models.rate import _torch_threads
+
         started = time.time()
         e = exp.engine
+        threads = _torch_threads(1)  # the surrogate's many small ops; the engine's workers use the cores
+        threads.__enter__()
         engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
                                chunks_per_run=e.chunks_per_run, workers=e.workers, noise="frozen", seed=net_seed)
         bar = None
@@ -304,6 +308,7 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
             if bar is not None:
                 bar.close()
             engine.close()
+            threads.__exit__(None, None, None)
     return run
 
 

@@ -14,7 +14,7 @@ DESCRIPTION = ("The demo on the embedded digits task: train the rate model, the 
 
 # Demo-sized attack settings (the full defaults are in attacks/config.py and attacks/spiking.py):
 RATE_ATTACK = ["--n", "200"]
-SPIKING_ATTACK = ["--n", "60", "--set", "attack.eps=0,0.05,0.1,0.2,0.3", "--set", "attack.decision=hsja-l2",
+SPIKING_ATTACK = ["--n", "60", "--set", "engine.batch_size=15", "--set", "attack.eps=0,0.05,0.1,0.2,0.3", "--set", "attack.decision=hsja-l2",
                   "--set", "attack.decision_n=30", "--set", "attack.max_queries=300", "--set", "attack.fresh_repeats=3"]
 
 
