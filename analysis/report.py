@@ -91,7 +91,8 @@ def check_findings(run_rows: list[dict]) -> list[str]:
 
     * on the spiking network, a transfer attack (``pgd``/``fgsm`` from the surrogate,
       ``transfer-rate``, ``transfer-mlp``) leaving lower robust accuracy than the strongest
-      ``hybrid`` attack at the same eps: "transfer stronger than hybrid: evaluation unreliable";
+      ``hybrid`` attack at the same eps (frozen noise): "transfer stronger than hybrid: evaluation
+      unreliable";
     * random ``noise`` leaving lower robust accuracy than every gradient attack on the same model at
       the same eps: the gradient attacks are broken or masked.
     """
@@ -104,7 +105,10 @@ def check_findings(run_rows: list[dict]) -> list[str]:
         spk = [r for r in g if r["model"] == "spiking"]
         hybrid = [r["robust_acc"] for r in spk if r["attack"] == "hybrid"]
         transfer = [r for r in spk if r["attack"] in TRANSFER_ATTACKS]
-        if hybrid and transfer:
+        # only frozen noise: the hybrid examples are found against one noise realisation, so under
+        # fresh noise they are expected to lose more than transfer examples; that is a finding, not
+        # a sign of a broken evaluation
+        if hybrid and transfer and noise in ("", "frozen"):
             best = min(transfer, key=lambda r: r["robust_acc"])
             if best["robust_acc"] < min(hybrid):
                 out.append(f"transfer stronger than hybrid: evaluation unreliable (eps {eps:g}"
