@@ -173,7 +173,8 @@ class SpikingBlackBox:
         self.wall_s = 0.0
 
     def scores(self, x: np.ndarray, noise: str = "frozen") -> np.ndarray:
-        x = np.clip(np.asarray(x, dtype=np.float64).reshape(len(x), -1), 0.0, 1.0)
+        x = np.asarray(x, dtype=np.float64)
+        x = np.clip(x.reshape(len(x), int(np.prod(x.shape[1:]))), 0.0, 1.0)  # (also an empty batch)
         t0 = time.time()
         out = self.engine.predict(x, noise=noise, slots=np.zeros(len(x), dtype=np.int64)).scores
         self.wall_s += time.time() - t0
