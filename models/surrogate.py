@@ -188,7 +188,7 @@ class CerebellumSurrogate(nn.Module):
         tau = cfg.grc_tau_m_ms * 1e-3
         g_inh = cfg.w_goc_grc_mv * cfg.tau_goc_grc_ms * 1e-3 * (r_goc @ self.goc_grc)
         mu = cfg.grc_v_rest_mv - cfg.grc_tonic_inh_mv - g_inh + tau * cfg.w_mf_grc_mv * mf_sum
-        sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum)
+        sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum + 1e-6)  # (+1e-6: a finite gradient at zero input)
         return self._f("grc", mu, sigma)
 
     def goc_rates(self, r_mf: torch.Tensor, r_grc: torch.Tensor) -> torch.Tensor:
@@ -316,7 +316,7 @@ def _grc_subset(model, r_mf, idx, cells, r_goc):
     mf_sum = r_mf[:, idx].sum(-1)
     g_inh = cfg.w_goc_grc_mv * cfg.tau_goc_grc_ms * 1e-3 * (r_goc @ model.goc_grc[:, cells])
     mu = cfg.grc_v_rest_mv - cfg.grc_tonic_inh_mv - g_inh + tau * cfg.w_mf_grc_mv * mf_sum
-    sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum)
+    sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum + 1e-6)  # (+1e-6: a finite gradient at zero input)
     return model._f("grc", mu, sigma)
 
 

@@ -191,6 +191,22 @@ def test_gradient_of_float32_inputs_as_foolbox_passes_them(net, grad_case):
     np.testing.assert_allclose(x.grad.numpy(), fd.numpy(), rtol=1e-3, atol=1e-3 * float(fd.abs().max()))
 
 
+def test_gradient_is_finite_at_silent_mossy_fibres(net):
+    """With model.mf_rate_min_hz = 0 a zero input silences the mossy fibres: a granule cell whose
+    fibres are all silent has no input variance, and the gradient there must still be finite (an
+    attack on MNIST starts from many zero pixels; one NaN spreads to the whole image)."""
+    from dataclasses import replace
+
+    conn, weights = net
+    model = CerebellumSurrogate(replace(CFG, mf_rate_min_hz=0.0), conn, weights)
+    x = torch.zeros(2, N_IN, dtype=torch.float64)
+    x[1, :8] = 0.5
+    x.requires_grad_(True)
+    logits = model(x)
+    (logits * torch.tensor([1.0, -0.7], dtype=torch.float64)).sum().backward()
+    assert torch.all(torch.isfinite(logits)) and torch.all(torch.isfinite(x.grad)), x.grad
+
+
 def test_warm_start_does_not_change_the_fixed_point(net):
     """Successive calls start the Golgi iteration from the previous solution; the answer for a
     batch must not depend on what was computed before it (a far-away batch of the same shape)."""
