@@ -68,8 +68,9 @@ class SurrogateConfig:
     def __post_init__(self):
         if self.n_calibration < 10 or self.n_fidelity < 1:
             raise ValueError("surrogate.n_calibration >= 10 and surrogate.n_fidelity >= 1 are required")
-        if self.fp_iters < 1 or self.grad_iters < 1 or not 0 < self.damping <= 1:
-            raise ValueError("surrogate.fp_iters >= 1, surrogate.grad_iters >= 1 and 0 < surrogate.damping <= 1")
+        if self.fp_iters < 1 or self.grad_iters < 1 or not 0 < self.damping <= 1 or self.fp_tol_hz < 0:
+            raise ValueError("surrogate.fp_iters >= 1, surrogate.grad_iters >= 1, 0 < surrogate.damping <= 1 and "
+                             "surrogate.fp_tol_hz >= 0 are required")
         if self.temperature_hz <= 0 or self.fit_steps < 0:
             raise ValueError("surrogate.temperature_hz > 0 and surrogate.fit_steps >= 0 are required")
 

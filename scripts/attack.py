@@ -255,8 +255,12 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
         e = exp.engine
         threads = _torch_threads(1)  # the surrogate's many small ops; the engine's workers use the cores
         threads.__enter__()
-        engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
-                               chunks_per_run=e.chunks_per_run, workers=e.workers, noise="frozen", seed=net_seed)
+        try:
+            engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
+                                   chunks_per_run=e.chunks_per_run, workers=e.workers, noise="frozen", seed=net_seed)
+        except BaseException:
+            threads.__exit__(None, None, None)
+            raise
         bar = None
         try:
             bb = SpikingBlackBox(engine)
