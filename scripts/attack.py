@@ -172,6 +172,16 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
     return run
 
 
+def _print_checks(m: dict) -> None:
+    """The attack checks' outcome, one line per failed check."""
+    if m.get("checks_passed", True):
+        print("checks: all passed")
+    else:
+        print(f"checks: {len(m.get('check_messages', []))} FAILED")
+        for msg in m.get("check_messages", []):
+            print(f"  FAILED: {msg}")
+
+
 def _print_summary(run) -> None:
     from core.runs import read_csv
 
@@ -190,12 +200,7 @@ def _print_summary(run) -> None:
     if "strong_target_acc" in m:
         reached = f"eps={target:g}" if target is not None else "not reached"
         print(f"strong evaluation: robust accuracy <= {m['strong_target_acc']:g} at {reached}")
-    if m.get("checks_passed", True):
-        print("checks: all passed")
-    else:
-        print(f"checks: {len(m.get('check_messages', []))} FAILED")
-        for msg in m.get("check_messages", []):
-            print(f"  FAILED: {msg}")
+    _print_checks(m)
     if m.get("evidence"):
         print(f"evidence: MSE-PGD looks more robust than the strong evaluation at eps={m['evidence_eps']:g}; "
               f"per-step traces in {run.path / m['evidence']}")
@@ -380,12 +385,7 @@ def _print_spiking_summary(run) -> None:
                   f"median Linf {m[f'{name}_median_linf']:.3f}, {m[f'{name}_wall_s']:.0f} s, "
                   f"{m[f'{name}_queries_per_s']:.0f} queries/s")
     print(f"time: {m.get('attack_wall_s', 0):.0f} s")
-    if m.get("checks_passed", True):
-        print("checks: all passed")
-    else:
-        print(f"checks: {len(m.get('check_messages', []))} FAILED")
-        for msg in m.get("check_messages", []):
-            print(f"  FAILED: {msg}")
+    _print_checks(m)
 
 
 def run(args: argparse.Namespace) -> int:

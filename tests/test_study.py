@@ -110,7 +110,7 @@ def test_negative_eps_is_exit_code_2_with_a_message(trained_run, tmp_path, capsy
     ("running", "has status 'running', not 'completed'"),
     ("corrupt", "is not a readable checkpoint"),
     ("no_checkpoint", "no checkpoint at"),
-    ("spiking", "spiking attacks (surrogate white-box, transfer, decision-based) are not available yet"),
+    ("spiking", "unknown config key 'attack.pgd_stepsize'"),  # rate-attack keys on a spiking run
     ("too_many", "attack.n=5000 but the test split of task digits has only 359 images"),
 ])
 def test_bad_source_runs_are_explained(trained_run, tmp_path, capsys, breakage, fragment):
