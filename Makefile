@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export CEREB_CACHE ?= $(CURDIR)/.cache
 export MPLBACKEND ?= Agg
+# test processes (pytest-xdist): the suite is mostly single-threaded compiling and simulating
+TEST_JOBS ?= 2
 
 .PHONY: demo test install clean-cache
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 demo: $(STAMP)
 	$(VENV)/bin/cereb demo
