@@ -6,10 +6,12 @@ For each spiking attack run, ``export_run`` writes into ``<out>/<run folder name
     The recorded spike trains of one clean input and its adversarial, per population ``pop``:
     ``<pop>_i`` (cell index), ``<pop>_t_ms`` (spike time in ms from the window start),
     ``n_<pop>`` (cells), ``window_ms``. Plain NumPy; ``numpy.load(f, allow_pickle=False)``.
-``spikes.neo.pkl``
+``spikes.neo.mat``
     The same trains as a Neo ``Block`` (segments ``clean`` and ``adv``, one ``SpikeTrain`` per cell
-    annotated with ``population``, ``cell`` and ``condition``), written with Neo's ``PickleIO``,
-    only when the optional package ``neo`` imports; otherwise a logged note and no file.
+    annotated with ``population``, ``cell`` and ``condition``), written with Neo's ``NeoMatlabIO``
+    (a MATLAB file, no pickle: ``neo.io.NeoMatlabIO(filename=f).read_block()`` in Python, or
+    ``load`` in MATLAB), only when the optional package ``neo`` imports (``pip install neo``, or
+    the project's ``lab`` extra); otherwise a logged note and no file.
 ``stimuli.csv``
     Mossy-fibre stimulus tables, columns ``condition, fibre, t_start_ms, t_end_ms, rate_hz``: each
     input pixel x in [0, 1] drives its fibre at ``rate_hz = mf_rate_min_hz + x (mf_rate_max_hz -
@@ -62,7 +64,7 @@ def write_spike_npz(spikes: dict, out_dir: str | Path) -> list[Path]:
 
 
 def write_neo(spikes: dict, path: str | Path) -> Path | None:
-    """The spike trains as a Neo ``Block`` pickled by Neo's ``PickleIO``; None when neo is missing."""
+    """The spike trains as a Neo ``Block`` in a MATLAB file (Neo's ``NeoMatlabIO``); None when neo is missing."""
     try:
         import neo
         import quantities as pq
@@ -85,8 +87,8 @@ def write_neo(spikes: dict, path: str | Path) -> Path | None:
                                                       condition=cond))
         block.segments.append(seg)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    neo.io.PickleIO(filename=str(tmp)).write_block(block)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mat")  # ends in .mat: scipy appends none
+    neo.io.NeoMatlabIO(filename=str(tmp)).write_block(block)
     os.replace(tmp, path)
     return path
 
@@ -133,7 +135,9 @@ def _decision_stimuli(path: Path, rr: tuple[float, float, float]) -> list[dict]:
     data = load_npz(path)
     attack = path.stem[len("decision_"):]
     rows = []
-    success = data.get("success", np.ones(len(data["x_adv"]), dtype=bool))
+    success = np.asarray(data.get("success", np.ones(len(data["x_adv"]), dtype=bool)), dtype=bool)
+    if "pred_clean" in data and "y" in data:  # an image misclassified clean was never attacked
+        success = success & (np.asarray(data["pred_clean"]) == np.asarray(data["y"]))
     for j, (xc, xa) in enumerate(zip(data["x_clean"], data["x_adv"])):
         if not bool(success[j]):
             continue
@@ -152,7 +156,7 @@ def export_run(run: dict, out_dir: str | Path, eps_list: Iterable[float] = (0.1,
     if spikes is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         written += write_spike_npz(spikes, out_dir)
-        neo_file = write_neo(spikes, out_dir / "spikes.neo.pkl")
+        neo_file = write_neo(spikes, out_dir / "spikes.neo.mat")
         if neo_file is not None:
             written.append(neo_file)
     rr = rate_range(run, spikes)

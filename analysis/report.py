@@ -317,25 +317,39 @@ def _decision_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
             d = load_npz(f)
             name = f.stem[len("decision_"):]
             n = len(d["l2"])
+            # only images the network classified correctly are attacked; the others count nowhere
+            keep = (np.asarray(d["pred_clean"]) == np.asarray(d["y"])) if "pred_clean" in d and "y" in d \
+                else np.ones(n, bool)
             for key in ("l2", "linf", "queries"):
-                pooled[name][key].append(np.asarray(d[key], dtype=float))
-            pooled[name]["success"].append(np.asarray(d.get("success", np.ones(n, bool)), dtype=bool))
-            pooled[name]["success_prob"].append(np.asarray(d.get("success_prob", np.full(n, np.nan)), dtype=float))
+                pooled[name][key].append(np.asarray(d[key], dtype=float)[keep])
+            for key, fill in (("success", True), ("tied", False), ("silent", False)):
+                pooled[name][key].append(np.asarray(d.get(key, np.full(n, fill)), dtype=bool)[keep])
+            pooled[name]["success_prob"].append(np.asarray(d.get("success_prob", np.full(n, np.nan)), dtype=float)[keep])
     arrays = {k: {kk: np.concatenate(vv) for kk, vv in v.items()} for k, v in pooled.items()}
     p = fig.plot_decision(arrays, fig_dir / "decision.png")
     body = []
     for name, d in sorted(arrays.items()):
         ok = d["success"]
         med = lambda a: float(np.median(a[ok])) if ok.any() else math.nan
+        frac = lambda a: float(a[ok].mean()) if ok.any() else math.nan
         body.append([name, ok.size, _f(float(ok.mean()) if ok.size else math.nan), _f(med(d["l2"])),
                      _f(med(d["linf"])), _f(med(d["queries"]), 0),
-                     _f(float(np.nanmean(d["success_prob"][ok])) if ok.any() and np.isfinite(d["success_prob"][ok]).any() else math.nan)])
-    lines += [f"Pooled over {len(runs)} run(s).", ""]
+                     _f(float(np.nanmean(d["success_prob"][ok])) if ok.any() and np.isfinite(d["success_prob"][ok]).any() else math.nan),
+                     _f(frac(d["tied"])), _f(frac(d["silent"]))])
+    lines += [f"Pooled over {len(runs)} run(s); images = test images the spiking network classified correctly "
+              "(frozen noise), the only ones attacked.", ""]
     lines += _table(["attack", "images", "fooled", "median L2", "median L-inf", "median queries",
-                     "mean success under fresh noise"], body)
+                     "mean success under fresh noise", "fooled on a tie", "fooled by silence"], body)
+    lines += ["", "Class scores are Purkinje spike counts, so they tie; the prediction is the lowest class index "
+              "among the tied top scores (an all-silent readout predicts class 0). *Fooled on a tie*: fraction of "
+              "the adversarials whose top score is shared by two or more classes (a decision-based attack stops at "
+              "the boundary, which for counts is a tie); *fooled by silence*: no Purkinje cell fired at all. "
+              "Counting those as errors favours the attacker: with ties broken against it the minimal perturbations "
+              "would be slightly larger.", ""]
     return lines + _figure(p, base, "Minimal adversarial perturbations found by the decision-based attacks (the "
-                                    "spiking network decides; frozen noise): ECDFs of L2 and L-inf size over all "
-                                    "images (an ECDF ending below 1 shows images never fooled), and queries per image.")
+                                    "spiking network decides; frozen noise): ECDFs of L2 and L-inf size over the "
+                                    "correctly classified images (an ECDF ending below 1 shows images never fooled), "
+                                    "and queries per image.")
 
 
 def _transfer_section(study: Study, fig_dir: Path, base: Path, eps: float = TRANSFER_EPS) -> list[str]:
@@ -412,7 +426,18 @@ def _spikes_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
     summary = spike_summary(spikes)
     lines += [f"From `{study.label(run)}`: label {spikes.get('label')}, predicted {spikes.get('pred_clean')} clean and "
               f"{spikes.get('pred_adv')} under attack; L-inf distance "
-              f"{_f(float(np.max(np.abs(np.asarray(spikes['x_adv']) - np.asarray(spikes['x_clean'])))))}.", ""]
+              f"{_f(float(np.max(np.abs(np.asarray(spikes['x_adv']) - np.asarray(spikes['x_clean'])))))}."]
+    if bool(spikes.get("tied_adv", False)):
+        lines += ["The adversarial's top class score is tied (no untied example was found); the prediction is the "
+                  "lowest tied class index."]
+    if "cf" in spikes["pops"]:
+        same = spikes.get("olive_pc_matches")
+        lines += ["Climbing fibres (cf, one per Purkinje cell): the same two inputs simulated again with the inferior "
+                  "olive on, teaching towards the true label as in training, and plasticity off (the network under "
+                  "attack has no olive). " + ("In that simulation every other population spiked exactly as shown."
+                                              if same else "Its Purkinje spikes did NOT match the engine's: the "
+                                              "climbing-fibre rows are not aligned with the others.")]
+    lines += [""]
     lines += _table(["population", "condition", "cells", "spikes", "mean rate (Hz)", "coding level", "sparseness"],
                     [[r["population"], r["condition"], r["n_cells"], r["n_spikes"], _f(r["mean_rate_hz"], 2),
                       _f(r["coding_level"]), _f(r["sparseness"])] for r in summary])
@@ -534,10 +559,10 @@ def _export_section(study: Study, export_dir: Path, base: Path) -> list[str]:
     if not written:
         return lines + _skip("No spiking attack runs with spikes or adversarials; nothing exported.")
     atomic_write_text(export_dir / "README.txt", (export_mod.__doc__ or "").strip() + "\n")
-    lines += ["Spike trains (`.npz`: `<pop>_i`, `<pop>_t_ms`; Neo when the optional `neo` package is installed) and "
+    lines += ["Spike trains (`.npz`: `<pop>_i`, `<pop>_t_ms`; Neo `.mat` when the optional `neo` package is installed) and "
               "mossy-fibre stimulus tables (`stimuli.csv`: `condition, fibre, t_start_ms, t_end_ms, rate_hz`) for "
               "taking an adversarial stimulus to a rig; formats in `export/README.txt`.", ""]
-    if not any(p.name.endswith(".neo.pkl") for p in written):
+    if not any(p.name.endswith(".neo.mat") for p in written):
         lines += ["Neo files were not written: the optional package `neo` is not installed.", ""]
     lines += [f"- `{os.path.relpath(p, base)}`" for p in written]
     return lines + [""]

@@ -50,7 +50,7 @@ from models.surrogate import SurrogateConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["SpikingAttackConfig", "SpikingAttackExperiment", "SPIKING_COLUMNS", "HybridPGD", "L2PGD",
-           "SpikingBlackBox", "run_spiking_suite", "DOMINANCE_SPIKING"]
+           "SpikingBlackBox", "run_spiking_suite", "DOMINANCE_SPIKING", "tie_flags"]
 
 SPIKING_COLUMNS = ROBUSTNESS_COLUMNS + ["queries", "noise_mode", "success_prob", "norm", "source"]
 DECISION_ATTACKS = ("hsja-l2", "hsja-linf", "boundary-l2")
@@ -383,6 +383,12 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         evaluations["hybrid_margin"] = ev
         metrics["hybrid_queries_per_image"] = round(per_image, 1)
         for k, eps in enumerate(ev.epsilons):
+            fooled = ev.clean_correct & ~ev.correct[k]
+            if eps > 0 and fooled.any() and any(abs(eps - e) < 1e-9 for e in (0.1, 0.2)):
+                tied, silent = tie_flags(bb.scores(ev.adversarial[k][fooled]))
+                metrics[f"hybrid_tied_frac_eps{eps:g}"] = float(tied.mean())
+                metrics[f"hybrid_silent_frac_eps{eps:g}"] = float(silent.mean())
+        for k, eps in enumerate(ev.epsilons):
             ok = ev.clean_correct
             transfer.append({"source": "hybrid", "target": "spiking", "attack": "hybrid", "loss": "margin",
                              "eps": float(eps), "n": int(ok.sum()),
@@ -423,11 +429,16 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
             }, norm=norm, source="none", queries=int(res.queries.sum()),
                 success_prob=float(prob[within].mean()) if within.any() else float("nan")))
         success_rate = float(succ[attacked].mean()) if attacked.any() else float("nan")
+        scores_adv = bb.scores(res.x_adv)  # what the attack saw (frozen, slot 0); not charged to its budget
+        tied, silent = tie_flags(scores_adv)
         decision[name] = {
             "x_clean": x[:n_dec], "x_adv": res.x_adv.astype(np.float32), "y": y[:n_dec],
             "pred_clean": res.pred_clean, "pred_adv": res.pred_adv, "l2": res.l2, "linf": res.linf,
             "queries": res.queries, "success": res.success, "success_prob": prob,
+            "scores_adv": scores_adv, "tied": tied, "silent": silent,
         }
+        metrics[f"{name}_tied_frac"] = float(tied[succ].mean()) if succ.any() else float("nan")
+        metrics[f"{name}_silent_frac"] = float(silent[succ].mean()) if succ.any() else float("nan")
         metrics[f"{name}_success_rate"] = success_rate
         metrics[f"{name}_median_l2"] = float(np.median(res.l2[succ])) if succ.any() else float("nan")
         metrics[f"{name}_median_linf"] = float(np.median(res.linf[succ])) if succ.any() else float("nan")
@@ -470,6 +481,18 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         examples[f"{key}.eps"] = np.asarray(ev.epsilons)
         examples[f"{key}.x_adv"] = ev.adversarial[:, :10]
     return SpikingSuiteResult(rows, transfer, decision, examples, metrics)
+
+
+def tie_flags(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of class scores ``(n, n_classes)``: ``tied`` (two or more classes share the top
+    score, so the prediction is numpy's lowest-index tie-break) and ``silent`` (every score is
+    zero: no Purkinje cell fired in the readout period, and the prediction is class 0)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape[0] == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    s = s.reshape(len(s), -1)
+    top = s.max(axis=1, keepdims=True)
+    return (s == top).sum(axis=1) > 1, top[:, 0] <= 0
 
 
 def _stronger(a, b, x):

@@ -258,96 +258,106 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
 
         started = time.time()
         e = exp.engine
-        threads = _torch_threads(1)  # the surrogate's many small ops; the engine's workers use the cores
-        threads.__enter__()
-        try:
-            engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
-                                   chunks_per_run=e.chunks_per_run, workers=e.workers, noise="frozen", seed=net_seed)
-        except BaseException:
-            threads.__exit__(None, None, None)
-            raise
         bar = None
-        try:
-            bb = SpikingBlackBox(engine)
-            # surrogate: calibrate on training inputs, fidelity on held-out test inputs (slot 0, frozen)
-            scfg = exp.surrogate
-            n_cal = min(scfg.n_calibration, len(ds.x_train))
-            n_fid = min(scfg.n_fidelity, len(ds.x_test))
-            zeros = lambda k: np.zeros(k, dtype=np.int64)  # noqa: E731
-            p_cal = engine.predict(ds.x_train[:n_cal], slots=zeros(n_cal))
-            p_fid = engine.predict(ds.x_test[:n_fid], slots=zeros(n_fid))
-            sur = CerebellumSurrogate(cfg, conn, weights, scfg)
-            t0 = time.time()
-            rms = calibrate(sur, ds.x_train[:n_cal], spiking_rates(p_cal, cfg), seed=seed)
-            fid_metrics, fid_arrays = fidelity(sur, ds.x_test[:n_fid], spiking_rates(p_fid, cfg))
-            save_surrogate(run.path / "surrogate.npz", sur, str(ckpt))
-            run.save_npz("fidelity.npz", **fid_arrays)
-            log.info("surrogate: agreement %.3f, r(grc) %.3f, r(pc) %.3f, readout R2 %.3f (calibration %.1f s)",
-                     fid_metrics["fidelity_agreement"], fid_metrics["fidelity_r_grc"], fid_metrics["fidelity_r_pc"],
-                     fid_metrics["fidelity_readout_r2"], time.time() - t0)
-            if progress:
-                from tqdm.auto import tqdm
+        # the surrogate's many small ops on one torch thread; the engine's workers use the cores
+        with _torch_threads(1), SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms,
+                                              batch_size=e.batch_size, chunks_per_run=e.chunks_per_run,
+                                              workers=e.workers, noise="frozen", seed=net_seed) as engine:
+            try:
+                bb = SpikingBlackBox(engine)
+                # surrogate: calibrate on training inputs, fidelity on held-out test inputs (slot 0, frozen)
+                scfg = exp.surrogate
+                n_cal = min(scfg.n_calibration, len(ds.x_train))
+                n_fid = min(scfg.n_fidelity, len(ds.x_test))
+                zeros = lambda k: np.zeros(k, dtype=np.int64)  # noqa: E731
+                p_cal = engine.predict(ds.x_train[:n_cal], slots=zeros(n_cal))
+                p_fid = engine.predict(ds.x_test[:n_fid], slots=zeros(n_fid))
+                sur = CerebellumSurrogate(cfg, conn, weights, scfg)
+                t0 = time.time()
+                rms = calibrate(sur, ds.x_train[:n_cal], spiking_rates(p_cal, cfg), seed=seed)
+                fid_metrics, fid_arrays = fidelity(sur, ds.x_test[:n_fid], spiking_rates(p_fid, cfg))
+                save_surrogate(run.path / "surrogate.npz", sur, str(ckpt))
+                run.save_npz("fidelity.npz", **fid_arrays)
+                log.info("surrogate: agreement %.3f, r(grc) %.3f, r(pc) %.3f, readout R2 %.3f (calibration %.1f s)",
+                         fid_metrics["fidelity_agreement"], fid_metrics["fidelity_r_grc"], fid_metrics["fidelity_r_pc"],
+                         fid_metrics["fidelity_readout_r2"], time.time() - t0)
+                if progress:
+                    from tqdm.auto import tqdm
 
-                n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.pgd_l2 \
-                    + len(transfer_models) + acfg.hybrid + len(acfg.decision)
-                bar = tqdm(total=n_steps, desc="spiking attacks", unit="attack")
+                    n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.pgd_l2 \
+                        + len(transfer_models) + acfg.hybrid + len(acfg.decision)
+                    bar = tqdm(total=n_steps, desc="spiking attacks", unit="attack")
 
-            def tick(label):
+                def tick(label):
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix_str(label)
+
+                result = run_spiking_suite(bb, sur, x, y, acfg, seed=seed, transfer_models=transfer_models,
+                                           x_pool=ds.x_train, y_pool=ds.y_train, progress=tick)
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(label)
-
-            result = run_spiking_suite(bb, sur, x, y, acfg, seed=seed, transfer_models=transfer_models,
-                                       x_pool=ds.x_train, y_pool=ds.y_train, progress=tick)
-            if bar is not None:
-                bar.close()
-                bar = None
-            run.write_csv("robustness.csv", result.rows, SPIKING_COLUMNS)
-            run.write_csv("transfer.csv", result.transfer, ["source", "target", "attack", "loss", "eps", "n",
-                                                             "success_rate"])
-            for name, arrays in result.decision.items():
-                run.save_npz(f"decision_{name}.npz", **arrays)
-            run.save_npz("adversarials.npz", **result.examples)
-            _write_spikes(run, cfg, conn, weights, net_seed, x, y, result)
-            run.log_metrics(**result.metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
-                            source_test_accuracy=info["metrics"].get("test_accuracy"),
-                            spiking_queries=int(bb.queries), spiking_wall_s=round(bb.wall_s, 2),
-                            attack_wall_s=round(time.time() - started, 3))
-        finally:
-            if bar is not None:
-                bar.close()
-            engine.close()
-            threads.__exit__(None, None, None)
+                    bar.close()
+                    bar = None
+                run.write_csv("robustness.csv", result.rows, SPIKING_COLUMNS)
+                run.write_csv("transfer.csv", result.transfer, ["source", "target", "attack", "loss", "eps", "n",
+                                                                 "success_rate"])
+                for name, arrays in result.decision.items():
+                    run.save_npz(f"decision_{name}.npz", **arrays)
+                run.save_npz("adversarials.npz", **result.examples)
+                _write_spikes(run, cfg, conn, weights, net_seed, x, y, result)
+                run.log_metrics(**result.metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
+                                source_test_accuracy=info["metrics"].get("test_accuracy"),
+                                spiking_queries=int(bb.queries), spiking_wall_s=round(bb.wall_s, 2),
+                                attack_wall_s=round(time.time() - started, 3))
+            finally:
+                if bar is not None:
+                    bar.close()
     return run
 
 
 def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:
-    """Spike trains of every population for one clean image and its adversarial (the first image
-    that an attack fooled: decision-based first, else hybrid), same noise (slot 0)."""
-    from dataclasses import replace
+    """Spike trains of every population for one clean image and its adversarial, same noise (slot 0).
 
+    The example is the first correctly classified image that an attack fooled with a clear
+    winner (no tie at the top score), decision-based attacks first, else the hybrid; a tied
+    adversarial only when there is no other. Climbing fibres come from the same inputs simulated
+    with the olive on (teaching towards the true label) and plasticity off
+    (:func:`models.spiking.network.simulate_with_olive`); that simulation's Purkinje spikes are
+    checked against the engine's (``olive_pc_matches``).
+    """
     from models.spiking.engine import SpikingEngine
+    from models.spiking.network import simulate_with_olive
 
-    x_adv = None
+    candidates = []  # (x_clean, x_adv, label, tied)
     for arrays in result.decision.values():
-        ok = np.flatnonzero(arrays["success"] & (arrays["pred_clean"] == arrays["y"]))
-        if len(ok):
-            k = int(ok[0])
-            x0, x_adv, label = arrays["x_clean"][k], arrays["x_adv"][k], int(arrays["y"][k])
-            break
-    if x_adv is None:
-        x0, x_adv, label = x[0], x[0], int(y[0])
+        tied = arrays.get("tied", np.zeros(len(arrays["y"]), bool))
+        ok = arrays["success"] & (arrays["pred_clean"] == arrays["y"])
+        candidates += [(arrays["x_clean"][k], arrays["x_adv"][k], int(arrays["y"][k]), bool(tied[k]))
+                       for k in np.flatnonzero(ok)]
+    if not candidates:
+        candidates = [(x[0], x[0], int(y[0]), False)]
+    x0, x_adv, label, tied = next((c for c in candidates if not c[3]), candidates[0])
     with SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=2, chunks_per_run=1,
                        workers=1, noise="frozen", seed=net_seed, record=("mf", "grc", "goc", "pc")) as eng:
         pred = eng.predict(np.stack([x0, x_adv]).astype(np.float64), slots=np.zeros(2, dtype=np.int64))
+    olive = simulate_with_olive(cfg, conn, weights, np.stack([x0, x_adv]), np.array([label, label]), net_seed)
+    matches = all(np.array_equal(olive[q]["pc"][0], pred.spikes["pc"][q][0])
+                  and np.allclose(olive[q]["pc"][1], pred.spikes["pc"][q][1], atol=1e-6) for q in range(2))
+    if not matches:
+        log.warning("the olive simulation's Purkinje spikes differ from the engine's: climbing-fibre raster not "
+                    "aligned with the other populations")
     out = {"window_ms": np.float64(cfg.window_ms), "x_clean": x0, "x_adv": x_adv, "label": np.int64(label),
            "pred_clean": np.int64(pred.labels[0]), "pred_adv": np.int64(pred.labels[1]),
+           "scores_clean": pred.scores[0], "scores_adv": pred.scores[1], "tied_adv": np.bool_(tied),
+           "olive_pc_matches": np.bool_(matches),
            "mf_rate_min_hz": np.float64(cfg.mf_rate_min_hz), "mf_rate_max_hz": np.float64(cfg.mf_rate_max_hz)}
-    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
-    for pop, trains in pred.spikes.items():
+    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc, "cf": conn.n_pc}
+    trains = dict(pred.spikes)
+    trains["cf"] = [olive[q]["cf"] for q in range(2)]
+    for pop, per_query in trains.items():
         out[f"n_{pop}"] = np.int64(sizes[pop])
         for q, cond in enumerate(("clean", "adv")):
-            i, t = trains[q]
+            i, t = per_query[q]
             out[f"{cond}_{pop}_i"] = np.asarray(i, dtype=np.int32)
             out[f"{cond}_{pop}_t_ms"] = np.asarray(t, dtype=np.float64)
     run.save_npz("spikes.npz", **out)

@@ -151,14 +151,25 @@ def planted_spikes() -> dict:
 
 
 def decision_npz(n: int = 6, seed: int = 0) -> dict:
+    """``n`` attacked images (the last one never fooled; images 0 and 3 fooled on a tie, image 0 by
+    silence) plus one image the network already misclassified clean, which the suite records as
+    "successful" at distance 0 and which the report must leave out."""
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (n, D)).astype(np.float32)
-    adv = np.clip(x + rng.normal(0, 0.05, (n, D)), 0, 1).astype(np.float32)
-    success = np.array([True] * (n - 1) + [False])
-    return {"x_clean": x, "x_adv": adv, "y": np.arange(n) % 10, "pred_clean": np.arange(n) % 10,
-            "pred_adv": (np.arange(n) + 1) % 10, "l2": np.linalg.norm(adv - x, axis=1),
-            "linf": np.abs(adv - x).max(axis=1), "queries": np.full(n, 1000) + np.arange(n), "success": success,
-            "success_prob": np.where(success, 0.8, 0.0)}
+    x = rng.uniform(0, 1, (n + 1, D)).astype(np.float32)
+    adv = np.clip(x + rng.normal(0, 0.05, (n + 1, D)), 0, 1).astype(np.float32)
+    adv[n] = x[n]
+    success = np.array([True] * (n - 1) + [False, True])
+    y = np.arange(n + 1) % 10
+    pred_clean = y.copy()
+    pred_clean[n] = (y[n] + 1) % 10
+    tied = np.zeros(n + 1, bool)
+    tied[[0, 3]] = True
+    silent = np.zeros(n + 1, bool)
+    silent[0] = True
+    return {"x_clean": x, "x_adv": adv, "y": y, "pred_clean": pred_clean,
+            "pred_adv": (np.arange(n + 1) + 1) % 10, "l2": np.linalg.norm(adv - x, axis=1),
+            "linf": np.abs(adv - x).max(axis=1), "queries": np.full(n + 1, 1000) + np.arange(n + 1), "success": success,
+            "success_prob": np.where(success, 0.8, 0.0), "tied": tied, "silent": silent}
 
 
 def adversarials_npz(n: int = 10) -> dict:
@@ -501,7 +512,20 @@ def test_report_exports_spike_trains_and_stimulus_tables(report):
                 np.testing.assert_array_equal(d[f"{pop}_i"], planted[f"{cond}_{pop}_i"])
                 np.testing.assert_allclose(d[f"{pop}_t_ms"], planted[f"{cond}_{pop}_t_ms"])
                 assert int(d[f"n_{pop}"]) == N_POP[pop]
-    assert not (out / "spikes.neo.pkl").exists()  # neo is not installed here
+    # Neo (a dev dependency, so always here in the tests): one SpikeTrain per cell, the planted times
+    import neo
+
+    block = neo.io.NeoMatlabIO(filename=str(out / "spikes.neo.mat")).read_block()
+    assert [seg.name for seg in block.segments] == ["clean", "adv"]
+    for seg, cond in zip(block.segments, ("clean", "adv")):
+        assert len(seg.spiketrains) == sum(N_POP.values())
+        for pop in N_POP:
+            trains = [st for st in seg.spiketrains if st.annotations["population"] == pop]
+            assert len(trains) == N_POP[pop]
+            i, t = planted[f"{cond}_{pop}_i"], planted[f"{cond}_{pop}_t_ms"]
+            for st in trains[:5]:
+                cell = int(st.annotations["cell"])
+                np.testing.assert_allclose(np.sort(st.rescale("ms").magnitude), np.sort(t[i == cell]))
     table = read_csv(out / "stimuli.csv")
     assert list(table[0]) == ["condition", "fibre", "t_start_ms", "t_end_ms", "rate_hz"]
     adv = [r for r in table if r["condition"] == "raster/adversarial"]
@@ -569,3 +593,17 @@ def test_analysis_imports_no_simulator_or_attack_library():
     res = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "heavy: []"
+
+
+def test_decision_table_counts_only_the_attacked_images(report):
+    path, root, info = report
+    d = decision_npz(seed=0)
+    ok = d["pred_clean"] == d["y"]
+    fooled = d["success"] & ok
+    row = next(line for line in path.read_text().splitlines() if line.startswith("| hsja-l2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == str(ok.sum())                                   # the misclassified image is not counted
+    assert float(cells[2]) == pytest.approx(fooled.sum() / ok.sum(), abs=1e-3)
+    assert float(cells[3]) == pytest.approx(np.median(d["l2"][fooled]), abs=1e-3)
+    assert float(cells[7]) == pytest.approx(d["tied"][fooled].mean(), abs=1e-3)
+    assert float(cells[8]) == pytest.approx(d["silent"][fooled].mean(), abs=1e-3)

@@ -250,6 +250,41 @@ def test_frozen_counts_depend_only_on_input_slot_and_seed(engine, queries):
     assert not np.array_equal(p4.counts["grc"][0], p1.counts["grc"][0])
 
 
+def test_olive_simulation_reproduces_the_engine_and_adds_climbing_fibres(net, queries):
+    """simulate_with_olive runs the training network with plasticity scaled to zero: its mossy
+    fibre ... Purkinje spikes equal the engine's in frozen noise slot 0 with the same seed, and its
+    climbing fibres fire only once teaching is on, on the Purkinje cells far above their target."""
+    conn, weights = net
+    cfg = replace(CFG, cf_gain=3.0)  # a strong olive, so that a short window has climbing-fibre spikes
+    x = queries[:2]
+    y = np.array([0, 1])
+    with make_engine(conn, weights, cfg=cfg, record=("mf", "grc", "goc", "pc"), seed=5) as eng:
+        pred = eng.predict(x, slots=np.zeros(2, dtype=np.int64))
+    olive = network.simulate_with_olive(cfg, conn, weights, x, y, noise_seed=5)
+    teach_ms = cfg.teach_delay_ms
+    for q in range(2):
+        for pop in ("mf", "grc", "goc", "pc"):
+            np.testing.assert_array_equal(olive[q][pop][0], pred.spikes[pop][q][0], err_msg=pop)
+            np.testing.assert_allclose(olive[q][pop][1], pred.spikes[pop][q][1], atol=1e-6, err_msg=pop)
+        cf_i, cf_t = olive[q]["cf"]
+        assert len(cf_i) > 0 and cf_t.min() >= teach_ms - 1e-9
+    # the label only moves the olive: cf rate = clip(cf_base + cf_gain (r - target)) with the same
+    # olive noise, so a cell's climbing-fibre spikes under the higher target (its class labelled)
+    # are a subset of those under the lower target; nothing else changes
+    relabelled = network.simulate_with_olive(cfg, conn, weights, x[:1], 1 - y[:1], noise_seed=5)[0]
+    for pop in ("mf", "grc", "goc", "pc"):
+        np.testing.assert_array_equal(relabelled[pop][0], olive[0][pop][0], err_msg=pop)
+    cls = network.pc_class(conn)
+    as_set = lambda trains, c: {(int(i), round(float(t), 6)) for i, t in zip(*trains) if cls[i] == c}
+    for c in (0, 1):
+        labelled, other = (olive[0]["cf"], relabelled["cf"]) if c == y[0] else (relabelled["cf"], olive[0]["cf"])
+        assert as_set(labelled, c) <= as_set(other, c)
+    assert as_set(olive[0]["cf"], y[0]) != as_set(relabelled["cf"], y[0])
+    # another seed gives other noise, so other spikes
+    other = network.simulate_with_olive(cfg, conn, weights, x[:1], y[:1], noise_seed=6)
+    assert not np.array_equal(other[0]["mf"][0], olive[0]["mf"][0])
+
+
 def test_readout_period_does_not_depend_on_chunk_or_call(net, queries):
     """PC spikes are counted from readout_start_ms on. A spike exactly at that step must count
     the same in every chunk position and every call. (A float test of ``(t - t_call) % window``

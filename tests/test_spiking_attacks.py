@@ -338,8 +338,14 @@ def test_suite_decision_attack_results(clean_suite, linear_task):
     w, b, x, y, _, _ = linear_task
     d = res.decision["hsja-l2"]
     assert set(d) == {"x_clean", "x_adv", "y", "pred_clean", "pred_adv", "l2", "linf", "queries", "success",
-                      "success_prob"}
+                      "success_prob", "scores_adv", "tied", "silent"}
     ok = d["pred_clean"] == y
+    # tie flags of what the black box answers for the adversarials (a linear model's float scores never tie)
+    np.testing.assert_array_equal(d["scores_adv"].argmax(1), d["pred_adv"])
+    tied, silent = spiking.tie_flags(d["scores_adv"])
+    np.testing.assert_array_equal(d["tied"], tied)
+    np.testing.assert_array_equal(d["silent"], silent)
+    assert res.metrics["hsja-l2_tied_frac"] == pytest.approx(float(tied[d["success"] & ok].mean()))
     assert ok.sum() == 22 and res.metrics["hsja-l2_success_rate"] == 1.0
     assert np.all(d["queries"] <= SUITE_CFG.max_queries)  # the hard budget per image
     s = d["success"] & ok
@@ -539,7 +545,8 @@ def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
     # the decision-based attack: per-image arrays, the hard budget
     d = load_npz(run / "decision_hsja-l2.npz")
     assert set(d) == {"x_clean", "x_adv", "y", "pred_clean", "pred_adv", "l2", "linf", "queries", "success",
-                      "success_prob"}
+                      "success_prob", "scores_adv", "tied", "silent"}
+    assert d["scores_adv"].shape == (8, 2) and "hsja-l2_tied_frac" in json.loads((run / "metrics.json").read_text())
     assert d["x_clean"].shape == d["x_adv"].shape == (8, N_IN)
     np.testing.assert_allclose(d["x_clean"], ds.x_test[:8], rtol=1e-6)
     np.testing.assert_array_equal(d["y"], ds.y_test[:8])
@@ -575,10 +582,12 @@ def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
 
     # spike trains of a clean and an adversarial image
     spikes = load_npz(run / "spikes.npz")
-    for pop in ("mf", "grc", "goc", "pc"):
+    for pop in ("mf", "grc", "goc", "pc", "cf"):
         for cond in ("clean", "adv"):
             assert f"{cond}_{pop}_i" in spikes and f"{cond}_{pop}_t_ms" in spikes
     assert spikes["clean_grc_t_ms"].max(initial=0) <= CFG.window_ms
+    assert bool(spikes["olive_pc_matches"]) and int(spikes["n_cf"]) == int(spikes["n_pc"])
+    assert spikes["clean_cf_t_ms"].min(initial=CFG.window_ms) >= CFG.teach_delay_ms - 1e-9
     adv = load_npz(run / "adversarials.npz")
     assert "x_clean" in adv and "pgd_margin.x_adv" in adv and "hybrid_margin.x_adv" in adv
 
@@ -600,3 +609,16 @@ def test_cereb_attack_rejects_a_negative_eps_on_a_spiking_run(spiking_run, tmp_p
     assert len(lines) == 1 and "eps" in lines[0] and "-0.1" in lines[0], err
     assert "Traceback" not in err
     assert not (tmp_path / "attack-spiking").exists()  # nothing was started
+
+
+def test_tie_flags_mark_shared_top_scores_and_silent_readouts():
+    scores = np.array([[0.0, 0.0, 0.0],      # silent: every class ties at zero
+                       [5.0, 5.0, 1.0],      # tie at the top
+                       [5.0, 1.0, 5.0],
+                       [2.0, 7.0, 7.0 - 1e-9],
+                       [1.0, 1.0, 3.0]])     # a tie below the top does not count
+    tied, silent = spiking.tie_flags(scores)
+    np.testing.assert_array_equal(tied, [True, True, True, False, False])
+    np.testing.assert_array_equal(silent, [True, False, False, False, False])
+    t0, s0 = spiking.tie_flags(np.zeros((0, 3)))
+    assert t0.shape == s0.shape == (0,)

@@ -37,8 +37,14 @@ Readout and sign convention
 ---------------------------
 The score of class c is the mean spike count of its Purkinje cells over the presentation
 window divided by the window (Hz): *higher Purkinje firing = more evidence for the class*; the
-prediction is the arg-max. (In the real circuit Purkinje cells inhibit the deep nuclei, so the
-nuclear output would carry the opposite sign.)
+prediction is the arg-max. Spike counts tie: the prediction is then the lowest tied class index
+(numpy's ``argmax``), and an input that silences every Purkinje cell is read as class 0; the
+attack suite reports how many adversarials sit on such a tie. (In the real circuit Purkinje cells
+inhibit the deep nuclei, so the nuclear output would carry the opposite sign.)
+
+At evaluation the olive is absent (plasticity is off); :func:`simulate_with_olive` runs an input
+through the training network with the olive on and plasticity scaled to zero, to show the
+climbing-fibre response an input would evoke.
 """
 from __future__ import annotations
 
@@ -52,7 +58,8 @@ from models.spiking.params import SpikingConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["Connectivity", "make_connectivity", "initial_weights", "pc_class", "InferenceNet", "build_inference_net",
-           "set_inference_weights", "run_inference_chunks", "TrainingNet", "build_training_net", "epoch_namespace"]
+           "set_inference_weights", "run_inference_chunks", "TrainingNet", "build_training_net", "epoch_namespace",
+           "simulate_with_olive"]
 
 
 @dataclass(frozen=True)
@@ -517,3 +524,52 @@ def epoch_namespace(b2, x: np.ndarray, targets_hz: np.ndarray, cfg: SpikingConfi
         "mf_input": b2.TimedArray(rates * b2.Hz, dt=window_ms * b2.ms, name="mf_input"),
         "pc_target": b2.TimedArray(np.asarray(targets_hz, dtype=np.float64) * b2.Hz, dt=window_ms * b2.ms, name="pc_target"),
     }
+
+
+def simulate_with_olive(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, x: np.ndarray, y: np.ndarray,
+                        noise_seed: int) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Spike trains of every population, climbing fibres included, for each input presented alone
+    with the inferior olive on and plasticity off.
+
+    The network is the training network (:func:`build_training_net`) with the olive teaching
+    towards label ``y[q]`` (target rates as in training) and both plasticity amplitudes scaled by
+    zero, so the climbing fibres fire as they would during training but no weight changes. Each
+    input is its own simulation from rest, whose mossy-fibre noise is that of noise slot 0 of the
+    inference engine with the same ``noise_seed``: the mossy fibre, granule, Golgi and Purkinje
+    spikes are those of ``SpikingEngine.predict(x, slots=0, seed=noise_seed)`` in frozen mode.
+
+    Parameters
+    ----------
+    x : ``(n, n_mf)`` inputs in [0, 1]; y : ``(n,)`` labels the olive teaches towards.
+
+    Returns
+    -------
+    One dict per input: population (``mf``, ``grc``, ``goc``, ``pc``, ``cf``) -> ``(i, t_ms)``,
+    ``t_ms`` from the onset of the input.
+    """
+    from models.spiking.brian import get_brian2
+
+    b2 = get_brian2()
+    x = np.asarray(x, dtype=np.float64)
+    out = []
+    for xq, yq in zip(x, np.asarray(y)):
+        tnet = build_training_net(cfg, conn, weights, 1, cfg.window_ms, cfg.dt_ms)
+        targets = np.where(pc_class(conn) == int(yq), cfg.target_hz_on, cfg.target_hz_off)[None, :]
+        ns = epoch_namespace(b2, xq[None, :], targets, cfg, cfg.window_ms)
+        tnet.mf.namespace["mf_input"] = ns["mf_input"]
+        tnet.io.namespace["pc_target"] = ns["pc_target"]
+        tnet.pf_pc.lr_scale = 0.0
+        tnet.mf.noise_seed = int(noise_seed) % (2**31)
+        tnet.io.noise_seed = int(noise_seed) % (2**31)
+        groups = {"mf": tnet.mf, "grc": tnet.grc, "goc": tnet.net["goc"], "io": tnet.io}
+        monitors = {pop: b2.SpikeMonitor(g, name=f"olive_spikes_{pop}") for pop, g in groups.items()}
+        tnet.net.add(*monitors.values())
+        tnet.net.run(cfg.window_ms * b2.ms)
+        w_after = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
+        if not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
+            raise RuntimeError("PF-PC weights changed with plasticity scaled to zero")
+        trains = {pop: (np.asarray(m.i[:], dtype=np.int32), np.asarray(m.t_[:]) * 1000.0) for pop, m in monitors.items()}
+        trains["pc"] = (np.asarray(tnet.pc_spikes.i[:], dtype=np.int32), np.asarray(tnet.pc_spikes.t_[:]) * 1000.0)
+        trains["cf"] = trains.pop("io")
+        out.append(trains)
+    return out
