@@ -261,7 +261,7 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
         bar = None
         # the surrogate's many small ops on one torch thread; the engine's workers use the cores
         with _torch_threads(1), SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms,
-                                              batch_size=e.batch_size, chunks_per_run=e.chunks_per_run,
+                                              batch_size=e.copies(cfg.width), chunks_per_run=e.chunks_per_run,
                                               workers=e.workers, noise="frozen", seed=net_seed) as engine:
             try:
                 bb = SpikingBlackBox(engine)

@@ -13,7 +13,7 @@ DESCRIPTION = "Benchmark the batched spiking engine against a naive loop of sing
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", choices=["spiking"], help="what to benchmark")
     p.add_argument("--run", metavar="DIR", help="a trained spiking run (default: an untrained default digits network)")
-    p.add_argument("--n", type=int, default=1000, help="queries for the batched engine (default 1000)")
+    p.add_argument("--n", type=int, default=4000, help="queries for the batched engine (default 4000: whole chunks)")
     p.add_argument("--naive-n", type=int, default=30, help="queries for the naive loop (default 30)")
     p.add_argument("--workers", type=int, default=2, help="engine worker processes (default 2)")
     p.add_argument("--batch-size", type=int, default=None, help="copies per network (default: engine default)")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         conn = make_connectivity(cfg, ds.n_inputs, ds.n_classes, args.seed)
         w = initial_weights(cfg, conn, args.seed)
     e = EngineConfig()
-    batch = args.batch_size or e.batch_size
+    batch = args.batch_size or e.copies(cfg.width)
     rng = np.random.default_rng(args.seed)
     x = np.concatenate([ds.x_test] * (args.n // len(ds.x_test) + 1))[: args.n]
     print(f"network: {conn.n_mf} MF, {conn.n_grc} GrC (K={cfg.k}), {conn.n_goc} GoC, {conn.n_pc} PC; "

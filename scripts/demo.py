@@ -14,7 +14,7 @@ DESCRIPTION = ("The demo on the embedded digits task: train the rate model, the 
 
 # Demo-sized attack settings (the full defaults are in attacks/config.py and attacks/spiking.py):
 RATE_ATTACK = ["--n", "100"]
-SPIKING_ATTACK = ["--n", "60", "--set", "engine.batch_size=15", "--set", "attack.eps=0,0.1,0.2",
+SPIKING_ATTACK = ["--n", "60", "--set", "attack.eps=0,0.1,0.2",
                   "--set", "attack.l2_eps=0.5,1,2", "--set", "attack.losses=margin", "--set", "attack.decision=hsja-l2",
                   "--set", "attack.decision_n=20", "--set", "attack.max_queries=300", "--set", "attack.fresh_repeats=3",
                   "--set", "surrogate.n_calibration=300"]

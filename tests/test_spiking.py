@@ -331,6 +331,26 @@ def test_batch_size_chunks_and_workers_do_not_change_results(engine, net, querie
         np.testing.assert_array_equal(ref.scores, got.scores)
 
 
+def test_short_requests_run_on_smaller_networks_with_the_same_answers(engine, net, queries):
+    """copies_for picks the network size per request; a query's counts never depend on it."""
+    from models.spiking.engine import copies_for
+
+    assert [copies_for(n, 40) for n in (1, 8, 9, 20, 33, 39, 40, 200)] == [8, 8, 16, 32, 40, 40, 40, 40]
+    assert copies_for(3, 5) == 5 and copies_for(100, 200) == 128
+    slots = np.arange(200, 200 + N_QUERIES)
+    ref = engine.predict(queries, slots=slots)
+    conn, weights = net
+    with make_engine(conn, weights, batch_size=40, chunks_per_run=2) as eng:
+        full = eng.predict(np.concatenate([queries] * 4), slots=np.concatenate([slots] * 4))  # 40: one chunk
+        short = eng.predict(queries[:5], slots=slots[:5])                                   # 5 -> 8 copies
+        mid = eng.predict(queries, slots=slots)                                             # 10 -> 16 copies
+        assert sorted(eng._local.nets) == [8, 16, 40]
+    for pop in ("grc", "goc", "pc"):
+        np.testing.assert_array_equal(full.counts[pop][:N_QUERIES], ref.counts[pop], err_msg=pop)
+        np.testing.assert_array_equal(short.counts[pop], ref.counts[pop][:5], err_msg=pop)
+        np.testing.assert_array_equal(mid.counts[pop], ref.counts[pop], err_msg=pop)
+
+
 def test_engine_rejects_bad_queries(engine):
     with pytest.raises(ValueError, match="shape"):
         engine.predict(np.zeros((2, N_IN + 1)))

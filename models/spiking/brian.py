@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from core.paths import cache_dir
 
@@ -30,5 +31,8 @@ def get_brian2():
         b2.BrianLogger.suppress_name("resolution_conflict")
         os.environ.setdefault("CC", "gcc")
         logging.getLogger("brian2").setLevel(logging.WARNING)
+        # Brian2 checks values written to a float32 variable against 1e50, which overflows the cast
+        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning,
+                                module=r"brian2\.groups\.group")
         _CONFIGURED = True
     return b2

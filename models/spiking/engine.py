@@ -4,9 +4,11 @@
 them in a Brian2 network of ``batch_size`` independent copies of the trained network, built and
 compiled once and then reused: up to ``chunks_per_run`` chunks run back to back in one Brian2
 ``run`` (the state is reset to rest between chunks), so the per-run set-up is paid once per
-``batch_size * chunks_per_run`` queries. It returns class scores and spike counts of the granule,
-Golgi and Purkinje populations. With ``workers > 1`` the queries are split among worker
-processes, each holding its own built network.
+``batch_size * chunks_per_run`` queries. A request shorter than ``batch_size`` runs on a smaller
+network of the same process (the next power of two from 8 copies up, built on first use from the
+same compiled code), so a short call does not simulate idle copies. It returns class scores and
+spike counts of the granule, Golgi and Purkinje populations. With ``workers > 1`` the queries
+are split among worker processes, each holding its own networks.
 
 Noise modes: ``frozen`` — the mossy-fibre noise of query ``n`` is a fixed function of
 ``(seed, slot[n])`` with ``slot`` defaulting to the query's index in the call, so the network is
@@ -82,6 +84,54 @@ class _Runner:
         return run_inference_chunks(self.inet, rates_hz, slots, noise_seed)
 
 
+MIN_COPIES = 8  # smallest network a process builds for a short request
+
+
+def copies_for(n: int, batch_size: int) -> int:
+    """Copies of the network that simulate a request of ``n`` queries: ``batch_size`` (in chunks of
+    ``batch_size``) when ``n >= batch_size``, else the smallest power of two from ``MIN_COPIES`` up
+    that holds all ``n`` in one chunk (capped at ``batch_size``), so that a short request does not
+    pay for ``batch_size`` copies and at most ``log2(batch_size / MIN_COPIES) + 2`` sizes are built."""
+    if n >= batch_size:
+        return batch_size
+    c = MIN_COPIES
+    while c < n:
+        c *= 2
+    return min(c, batch_size)
+
+
+class _Runners:
+    """The networks of one process, built on demand, one per size :func:`copies_for` picks (the
+    compiled code is shared: sizes are not part of it). Queries never depend on the size that
+    simulates them (frozen noise is a function of input, slot and seed)."""
+
+    def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, batch_size: int, dt_ms: float,
+                 window_ms: float, max_chunks: int, record: tuple[str, ...] = ()):
+        self.cfg, self.conn, self.weights = cfg, conn, np.array(weights, dtype=np.float64)
+        self.batch_size, self.dt_ms, self.window_ms, self.max_chunks = batch_size, dt_ms, window_ms, max_chunks
+        self.record = tuple(record)
+        self.nets: dict[int, _Runner] = {}
+
+    def get(self, copies: int) -> _Runner:
+        if copies not in self.nets:
+            self.nets[copies] = _Runner(self.cfg, self.conn, self.weights, copies, self.dt_ms, self.window_ms,
+                                        self.max_chunks if copies == self.batch_size else 1, self.record)
+        return self.nets[copies]
+
+    def set_weights(self, weights: np.ndarray) -> None:
+        self.weights = np.array(weights, dtype=np.float64)
+        for runner in self.nets.values():
+            runner.set_weights(self.weights)
+
+    def run_all(self, rates, slots, seed):
+        """Run ``len(rates)`` queries: one chunk on a small network, or runs of at most
+        ``batch_size * max_chunks`` on the largest."""
+        runner = self.get(copies_for(len(rates), self.batch_size))
+        parts = [runner.run(rates[s:s + runner.capacity], slots[s:s + runner.capacity], seed)
+                 for s in range(0, len(rates), runner.capacity)]
+        return _merge(parts)
+
+
 # ----------------------------------------------------------------------------- worker processes
 def _worker_main(conn_pipe, init_args):
     """Worker process: build one network, then answer requests until told to stop."""
@@ -89,8 +139,9 @@ def _worker_main(conn_pipe, init_args):
 
     try:
         cfg_dict, conn_arrays, weights, copies, dt_ms, window_ms, max_chunks, record = init_args
-        runner = _Runner(SpikingConfig(**cfg_dict), Connectivity.from_arrays(conn_arrays), weights, copies, dt_ms,
-                         window_ms, max_chunks, record)
+        runners = _Runners(SpikingConfig(**cfg_dict), Connectivity.from_arrays(conn_arrays), weights, copies, dt_ms,
+                           window_ms, max_chunks, record)
+        runners.get(copies)  # the largest network now, so that a build failure shows at start
         conn_pipe.send(("ready", None))
     except BaseException:
         conn_pipe.send(("error", traceback.format_exc()))
@@ -101,19 +152,12 @@ def _worker_main(conn_pipe, init_args):
             if msg[0] == "stop":
                 return
             if msg[0] == "weights":
-                runner.set_weights(msg[1])
+                runners.set_weights(msg[1])
                 conn_pipe.send(("ok", None))
             elif msg[0] == "run":
-                conn_pipe.send(("ok", _run_all(runner, *msg[1:])))
+                conn_pipe.send(("ok", runners.run_all(*msg[1:])))
         except BaseException:
             conn_pipe.send(("error", traceback.format_exc()))
-
-
-def _run_all(runner: _Runner, rates, slots, seed):
-    """Run ``len(rates)`` queries through ``runner`` in runs of at most ``runner.capacity``."""
-    parts = [runner.run(rates[s:s + runner.capacity], slots[s:s + runner.capacity], seed)
-             for s in range(0, len(rates), runner.capacity)]
-    return _merge(parts)
 
 
 def _merge(parts):
@@ -206,7 +250,7 @@ class SpikingEngine:
         self.n_queries = 0
         self.n_calls = 0
         self._weights = np.array(weights, dtype=np.float64)
-        self._local: _Runner | None = None
+        self._local: _Runners | None = None
         self._pool: _WorkerPool | None = None
 
     @property
@@ -226,8 +270,8 @@ class SpikingEngine:
 
     def _ensure(self):
         if self.workers == 1 and self._local is None:
-            self._local = _Runner(self.cfg, self.conn, self._weights, self.batch_size, self.dt_ms, self.window_ms,
-                                  self.chunks_per_run, self.record)
+            self._local = _Runners(self.cfg, self.conn, self._weights, self.batch_size, self.dt_ms, self.window_ms,
+                                   self.chunks_per_run, self.record)
         elif self.workers > 1 and self._pool is None:
             self._pool = _WorkerPool(self.workers, self._init_args())
 
@@ -293,7 +337,7 @@ class SpikingEngine:
         self._ensure()
         rates = self.rates_hz(x)
         if self._pool is None:
-            counts, spikes = _run_all(self._local, rates, slots, seed)
+            counts, spikes = self._local.run_all(rates, slots, seed)
         else:
             pieces = [p for p in np.array_split(np.arange(n), self.workers) if len(p)]
             parts = self._pool.map([("run", rates[p], slots[p], seed) for p in pieces])

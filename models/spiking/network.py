@@ -212,9 +212,10 @@ def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_thr
     mf.fibre = np.tile(np.arange(conn.n_mf), copies)
     inf_eqs = "nspk : integer\nscratch : 1\nt_call : second (shared)\n" if inference else ""
     grc_eqs = GRC_EQS + (GRC_TRACE_EQS if train else "") + inf_eqs
-    grc_reset = "v = grc_vreset" + ("; x_pf += 1" if train else "") + ("; nspk += 1; scratch = pf_to_pc(i)" if inference else "")
+    grc_reset = "v = grc_vreset" + ("; x_pf += 1" if train else "") + ("; nspk += 1; scratch = pf_to_pc(i, n_grc_copy, n_pc_copy)" if inference else "")
+    grc_dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_inh": np.dtype(cfg.grc_state_dtype)}
     grc = b2.NeuronGroup(conn.n_grc * copies, grc_eqs, threshold="v > grc_vth", reset=grc_reset,
-                         method="exact", dt=dt, namespace=dict(ns), name="grc")
+                         method="exact", dt=dt, namespace=dict(ns), name="grc", dtype=grc_dtype)
     goc = b2.NeuronGroup(conn.n_goc * copies, GOC_EQS + inf_eqs, threshold="v > goc_vth",
                          reset="v = goc_vreset" + ("; nspk += 1" if inference else ""),
                          method="exact", dt=dt, namespace=dict(ns), name="goc")
@@ -251,40 +252,43 @@ def _dense_pf_pc(conn: Connectivity, copies: int) -> tuple[np.ndarray, np.ndarra
     return _offsets(i, j, conn.n_grc, conn.n_pc, copies)
 
 
+# Compiled helpers of the inference network. Sizes are arguments (constants of the calling
+# group's namespace), never part of the code, so one compiled module serves every network size
+# and every number of copies.
 PF_PC_CYTHON = """
-cdef double pf_to_pc(int i):
+cdef double pf_to_pc(int i, int n_grc, int n_pc):
     global _namespace_pfpc_weff, _namespace_pfpc_v
-    cdef int copy = i // %N_GRC%
+    cdef int copy = i // n_grc
     cdef int k
-    cdef double *w = _namespace_pfpc_weff + (i - copy * %N_GRC%) * %N_PC%
-    cdef double *v = _namespace_pfpc_v + copy * %N_PC%
-    for k in range(%N_PC%):
+    cdef double *w = _namespace_pfpc_weff + (i - copy * n_grc) * n_pc
+    cdef double *v = _namespace_pfpc_v + copy * n_pc
+    for k in range(n_pc):
         v[k] += w[k]
     return 0.0
 """
 
 STASH_CYTHON = """
-cdef double stash_%POP%(int i, int chunk, int n):
+cdef double stash_%POP%(int i, int chunk, int n, int row, int max_chunks):
     global _namespace_counts_%POP%
-    if chunk >= 0 and chunk < %MAXC%:  # bounds-checked: a stale t_call must not write out of range
-        _namespace_counts_%POP%[chunk * %N% + i] = n
+    if chunk >= 0 and chunk < max_chunks:  # bounds-checked: a stale t_call must not write out of range
+        _namespace_counts_%POP%[chunk * row + i] = n
     return 0.0
 """
 
 RATE_LOOKUP_CYTHON = """
-cdef double mf_rate_lookup(int i, int chunk):
+cdef double mf_rate_lookup(int i, int chunk, int row, int max_chunks):
     global _namespace_mf_rate_table
-    if chunk < 0 or chunk >= %MAXC%:
+    if chunk < 0 or chunk >= max_chunks:
         return 0.0
-    return _namespace_mf_rate_table[chunk * %N%  + i]
+    return _namespace_mf_rate_table[chunk * row + i]
 """
 
 SLOT_LOOKUP_CYTHON = """
-cdef int mf_slot_lookup(int i, int chunk):
+cdef int mf_slot_lookup(int i, int chunk, int copies, int n_mf, int max_chunks):
     global _namespace_mf_slot_table
-    if chunk < 0 or chunk >= %MAXC%:
+    if chunk < 0 or chunk >= max_chunks:
         return 0
-    return _namespace_mf_slot_table[chunk * %COPIES% + i // %N_MF%]
+    return _namespace_mf_slot_table[chunk * copies + i // n_mf]
 """
 
 
@@ -357,26 +361,32 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     slot_table = np.zeros((max_chunks, copies), dtype=np.int32)
     counts = {pop: np.zeros((max_chunks, copies * n), dtype=np.int32) for pop, n in sizes.items()}
     pf_weff = np.zeros(conn.n_grc * conn.n_pc)
-    args = {"i": "integer", "chunk": "integer"}
+    sizes_ns = {"max_chunks": max_chunks, "n_copies": copies, "n_mf_copy": conn.n_mf, "mf_row": copies * conn.n_mf,
+                "n_grc_copy": conn.n_grc, "n_pc_copy": conn.n_pc}
+    for grp in groups.values():
+        grp.namespace.update(sizes_ns)
+    ints = lambda *names: {name: "integer" for name in names}  # noqa: E731
     # compiled code needs flat buffers; the 2-d arrays kept in InferenceNet are views of them
     mf.namespace["mf_rate_lookup"] = _cython_function(
-        b2, "mf_rate_lookup", RATE_LOOKUP_CYTHON.replace("%N%", str(copies * conn.n_mf)).replace("%MAXC%", str(max_chunks)),
-        {"_mf_rate_table": rate_table.reshape(-1)}, args, "float")
+        b2, "mf_rate_lookup", RATE_LOOKUP_CYTHON, {"_mf_rate_table": rate_table.reshape(-1)},
+        ints("i", "chunk", "row", "max_chunks"), "float")
     mf.namespace["mf_slot_lookup"] = _cython_function(
-        b2, "mf_slot_lookup", SLOT_LOOKUP_CYTHON.replace("%MAXC%", str(max_chunks)).replace("%COPIES%", str(copies)).replace("%N_MF%", str(conn.n_mf)),
-        {"_mf_slot_table": slot_table.reshape(-1)}, args, "integer")
-    mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}) * Hz\nslot = mf_slot_lookup(i, {chunk})",
+        b2, "mf_slot_lookup", SLOT_LOOKUP_CYTHON, {"_mf_slot_table": slot_table.reshape(-1)},
+        ints("i", "chunk", "copies", "n_mf", "max_chunks"), "integer")
+    mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}, mf_row, max_chunks) * Hz\n"
+                     f"slot = mf_slot_lookup(i, {chunk}, n_copies, n_mf_copy, max_chunks)",
                      dt=window_ms * b2.ms, when="start", name="mf_load")
     grc.namespace["pf_to_pc"] = _cython_function(
-        b2, "pf_to_pc", PF_PC_CYTHON.replace("%N_GRC%", str(conn.n_grc)).replace("%N_PC%", str(conn.n_pc)),
-        {"_pfpc_weff": pf_weff, "_pfpc_v": pc.variables["v"].get_value()}, {"i": "integer"}, "float")
+        b2, "pf_to_pc", PF_PC_CYTHON, {"_pfpc_weff": pf_weff, "_pfpc_v": pc.variables["v"].get_value()},
+        ints("i", "n_grc", "n_pc"), "float")
     rest = {"grc": "v = grc_vrest\ng_inh = 0*volt", "goc": "v = goc_vrest", "pc": "v = pc_vrest"}
     for pop, n in sizes.items():
         g = groups[pop]
-        code = STASH_CYTHON.replace("%POP%", pop).replace("%N%", str(copies * n)).replace("%MAXC%", str(max_chunks))
+        g.namespace[f"{pop}_row"] = copies * n
         g.namespace[f"stash_{pop}"] = _cython_function(
-            b2, f"stash_{pop}", code, {f"_counts_{pop}": counts[pop].reshape(-1)}, {"i": "integer", "chunk": "integer", "n": "integer"}, "float")
-        g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk)\nnspk = 0\n{rest[pop]}",
+            b2, f"stash_{pop}", STASH_CYTHON.replace("%POP%", pop), {f"_counts_{pop}": counts[pop].reshape(-1)},
+            ints("i", "chunk", "n", "row", "max_chunks"), "float")
+        g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk, {pop}_row, max_chunks)\nnspk = 0\n{rest[pop]}",
                         dt=window_ms * b2.ms, when="start", name=f"{pop}_chunk")
     recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
     net = b2.Network(*groups.values(), *syn, *recorders.values())

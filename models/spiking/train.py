@@ -207,8 +207,9 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
     trainer = _Trainer(cfg, conn, w, n) if tcfg.epochs > 0 else None
     engine = None
     if x_eval is not None and tcfg.epochs > 0:
-        engine = SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=engine_cfg.batch_size,
-                               chunks_per_run=engine_cfg.chunks_per_run, workers=engine_cfg.workers, seed=seed)
+        engine = SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms,
+                               batch_size=engine_cfg.copies(cfg.width), chunks_per_run=engine_cfg.chunks_per_run,
+                               workers=engine_cfg.workers, seed=seed)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -309,7 +310,7 @@ class SpikingModel:
 
         e = engine_cfg or EngineConfig()
         self.cfg, self.conn, self.weights, self.seed = cfg, conn, weights, seed
-        self.engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
+        self.engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.copies(cfg.width),
                                     chunks_per_run=e.chunks_per_run, workers=e.workers, noise=e.noise, seed=seed,
                                     record=record)
 
@@ -342,7 +343,7 @@ def fit(kind, ds, cfg: SpikingConfig, tcfg: SpikingTrainConfig, seed: int, run, 
     save_checkpoint(run.path / "checkpoint.npz", cfg, conn, w, seed, {"task": ds.name, "n_inputs": ds.n_inputs})
     run.write_csv("learning_curve.csv", curve)
     e = EngineConfig()
-    with SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.batch_size,
+    with SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.copies(cfg.width),
                        chunks_per_run=e.chunks_per_run, workers=e.workers, seed=seed) as engine:
         te = engine.predict(ds.x_test)
         tr = engine.predict(ds.x_train, slots=np.arange(len(ds.x_train)) + len(ds.x_test))
