@@ -33,6 +33,19 @@ def _restore_logging():
     root.setLevel(level)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module of tiny matrices: with two OpenMP threads on a busy
+    two-core machine each product waits ~15 ms for the other thread; one thread takes
+    microseconds. Used as ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_mnist_dir() -> Path:
     if not (REAL_MNIST / "t10k-images-idx3-ubyte.gz").is_file():

@@ -126,6 +126,24 @@ def test_pruned_sweep_carries_fooling_inputs_forward(table):
             assert not (b & ~a).any()  # robust at a larger eps implies robust at the smaller one
 
 
+def test_no_recheck_gives_the_same_result_for_a_deterministic_model_with_fewer_queries(trained):
+    _, fmodel, predict, x, y = trained
+    seen = {True: 0, False: 0}
+
+    def counting(flag):
+        def f(a):
+            seen[flag] += len(a)
+            return predict(a)
+        return f
+
+    evs = {flag: evaluate_attack(PGD(loss="ce", steps=5, abs_stepsize=0.02), fmodel, counting(flag), x, y,
+                                 (0.0, 0.05, 0.1, 0.2), model="m", attack="pgd", loss="ce", seed=3, recheck=flag)
+           for flag in (True, False)}
+    np.testing.assert_array_equal(evs[True].correct, evs[False].correct)
+    np.testing.assert_array_equal(evs[True].adversarial, evs[False].adversarial)
+    assert seen[False] < seen[True]
+
+
 def test_evaluation_is_deterministic_given_the_seed(trained):
     _, fmodel, predict, x, y = trained
     runs = [evaluate_attack(PGD(loss="ce", steps=5, abs_stepsize=0.02), fmodel, predict, x, y, (0.05, 0.1),

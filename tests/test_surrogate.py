@@ -31,14 +31,7 @@ CFG = SpikingConfig(width=60, pc_per_class=2, grc_per_goc=20, window_ms=100.0, d
 BATCH, CHUNKS = 7, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The surrogate's matrices are tiny: with two OpenMP threads on a busy two-core machine each
-    product waits ~15 ms for the other thread, one thread takes microseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
