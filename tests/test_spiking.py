@@ -373,15 +373,15 @@ def test_function_projection_equals_brian2_synapses(engine, net, queries):
     conn, weights = net
     n = N_QUERIES
     ns = network._namespace(bb, CFG)
-    dt = DT_MS * bb.ms
+    clock, _ = network._clocks(bb, DT_MS, CFG.window_ms)
     mf, grc, goc, pc, syn = network._core_groups(
         bb, CFG, conn, n, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt)) < rate * dt",
-        "rate : Hz", False, ns, dt)
+        "rate : Hz", False, ns, clock)
     rates = CFG.mf_rate_min_hz + queries * (CFG.mf_rate_max_hz - CFG.mf_rate_min_hz)
     mf.rate_[:] = rates.ravel()
     mf.slot_[:] = np.repeat(np.arange(n), conn.n_mf)
     mf.noise_seed_[:] = 11
-    pf = bb.Synapses(grc, pc, "weff : volt", on_pre="v_post += weff", dt=dt, name="ref_pf_pc")
+    pf = bb.Synapses(grc, pc, "weff : volt", on_pre="v_post += weff", clock=clock, name="ref_pf_pc")
     i, j = network._dense_pf_pc(conn, n)
     pf.connect(i=i, j=j)
     weff = CFG.j_pf_scaled_mv * 1e-3 * (weights - CFG.w_mli)

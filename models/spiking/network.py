@@ -187,6 +187,18 @@ cf_flag : 1
 """
 
 
+def _clocks(b2, dt_ms: float, window_ms: float):
+    """The simulation step clock and the presentation-window clock of one network, with fixed names.
+
+    Brian2 names a clock it creates for a group after the clocks already alive in the process
+    (``mf_clock``, then ``mf_clock_1``, ...), and the name is part of the generated code, so a
+    second network built in one process would compile all its code again. Explicit names keep
+    the code of every network the same (Brian2 only requires names to be unique within a network).
+    """
+    return (b2.Clock(dt=dt_ms * b2.ms, name="cereb_step_clock"),
+            b2.Clock(dt=window_ms * b2.ms, name="cereb_window_clock"))
+
+
 def _offsets(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int, copies: int) -> tuple[np.ndarray, np.ndarray]:
     """Replicate one copy's synapses ``copies`` times with index offsets per copy."""
     b = np.arange(copies, dtype=np.int64)[:, None]
@@ -202,29 +214,29 @@ t_call : second (shared)
 
 
 def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_threshold: str, mf_model: str,
-                 train: bool, ns: dict, dt, inference: bool = False):
+                 train: bool, ns: dict, clock, inference: bool = False):
     """MF, GrC, GoC, PC groups and the fixed synapses, ``copies`` independent copies.
 
     A mossy fibre spikes when ``mf_uniform(noise_seed, slot, fibre, step) < rate dt`` (see
     :mod:`models.spiking.noise`); ``t_call`` marks step 0 of the current call.
     """
-    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + mf_model, threshold=mf_threshold, reset="", dt=dt, namespace=dict(ns), name="mf")
+    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + mf_model, threshold=mf_threshold, reset="", clock=clock, namespace=dict(ns), name="mf")
     mf.fibre = np.tile(np.arange(conn.n_mf), copies)
     inf_eqs = "nspk : integer\nscratch : 1\nt_call : second (shared)\n" if inference else ""
     grc_eqs = GRC_EQS + (GRC_TRACE_EQS if train else "") + inf_eqs
     grc_reset = "v = grc_vreset" + ("; x_pf += 1" if train else "") + ("; nspk += 1; scratch = pf_to_pc(i, n_grc_copy, n_pc_copy)" if inference else "")
     grc_dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_inh": np.dtype(cfg.grc_state_dtype)}
     grc = b2.NeuronGroup(conn.n_grc * copies, grc_eqs, threshold="v > grc_vth", reset=grc_reset,
-                         method="exact", dt=dt, namespace=dict(ns), name="grc", dtype=grc_dtype)
+                         method="exact", clock=clock, namespace=dict(ns), name="grc", dtype=grc_dtype)
     goc = b2.NeuronGroup(conn.n_goc * copies, GOC_EQS + inf_eqs, threshold="v > goc_vth",
                          reset="v = goc_vreset" + ("; nspk += 1" if inference else ""),
-                         method="exact", dt=dt, namespace=dict(ns), name="goc")
+                         method="exact", clock=clock, namespace=dict(ns), name="goc")
     pc_eqs = PC_EQS + (PC_TRAIN_EQS if train else "") + inf_eqs
     pc_kw = {"events": {"cf": "cf_flag > 0.5"}} if train else {}
     pc = b2.NeuronGroup(conn.n_pc * copies, pc_eqs, threshold="v > pc_vth",
                         reset="v = pc_vreset" + ("; r += 1 / rate_tau" if train else "")
                         + ("; nspk += int(timestep(t - t_call, dt) % chunk_steps >= readout_steps)" if inference else ""),
-                        method="exact", dt=dt, namespace=dict(ns), name="pc", **pc_kw)
+                        method="exact", clock=clock, namespace=dict(ns), name="pc", **pc_kw)
     grc.resetter["spike"].order = -1  # PF input lands before a PC reset of the same step, as with Synapses
     for g, vr in ((grc, cfg.grc_v_rest_mv), (goc, cfg.goc_v_rest_mv), (pc, cfg.pc_v_rest_mv)):
         g.v = vr * b2.mV
@@ -235,7 +247,7 @@ def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_thr
         ("grc_goc", grc, goc, conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc, "v_post += w_grc_goc"),
         ("goc_grc", goc, grc, conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc, "g_inh_post += w_goc_grc"),
     ):
-        s = b2.Synapses(pre, post, on_pre=code, dt=dt, namespace=ns, name=name)
+        s = b2.Synapses(pre, post, on_pre=code, clock=clock, namespace=ns, name=name)
         ii, jj = _offsets(i, j, n_pre, n_post, copies)
         if len(ii):
             s.connect(i=ii, j=jj)
@@ -350,11 +362,11 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     ns["chunk_steps"] = int(round(window_ms / dt_ms))  # noise step counts from each chunk's start
     if abs(ns["chunk_steps"] * dt_ms - window_ms) > 1e-9:
         raise ValueError(f"window_ms={window_ms} must be a whole number of steps of dt_ms={dt_ms}")
-    dt = dt_ms * b2.ms
+    clock, window_clock = _clocks(b2, dt_ms, window_ms)
     chunk = "int((t - t_call) / chunk_dt + 0.5)"
     mf, grc, goc, pc, syn = _core_groups(
         b2, cfg, conn, copies, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt) % chunk_steps) < rate * dt",
-        "rate : Hz", False, ns, dt, inference=True)
+        "rate : Hz", False, ns, clock, inference=True)
     groups = {"mf": mf, "grc": grc, "goc": goc, "pc": pc}
     sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
     rate_table = np.zeros((max_chunks, copies * conn.n_mf))
@@ -375,7 +387,7 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
         ints("i", "chunk", "copies", "n_mf", "max_chunks"), "integer")
     mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}, mf_row, max_chunks) * Hz\n"
                      f"slot = mf_slot_lookup(i, {chunk}, n_copies, n_mf_copy, max_chunks)",
-                     dt=window_ms * b2.ms, when="start", name="mf_load")
+                     clock=window_clock, when="start", name="mf_load")
     grc.namespace["pf_to_pc"] = _cython_function(
         b2, "pf_to_pc", PF_PC_CYTHON, {"_pfpc_weff": pf_weff, "_pfpc_v": pc.variables["v"].get_value()},
         ints("i", "n_grc", "n_pc"), "float")
@@ -387,7 +399,7 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
             b2, f"stash_{pop}", STASH_CYTHON.replace("%POP%", pop), {f"_counts_{pop}": counts[pop].reshape(-1)},
             ints("i", "chunk", "n", "row", "max_chunks"), "float")
         g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk, {pop}_row, max_chunks)\nnspk = 0\n{rest[pop]}",
-                        dt=window_ms * b2.ms, when="start", name=f"{pop}_chunk")
+                        clock=window_clock, when="start", name=f"{pop}_chunk")
     recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
     net = b2.Network(*groups.values(), *syn, *recorders.values())
     inet = InferenceNet(net, groups, rate_table, slot_table, counts, pf_weff, recorders, copies, max_chunks,
@@ -487,12 +499,12 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     ns = _namespace(b2, cfg)
     ns["sample_dt"] = window_ms * b2.ms
     ns["teach_delay"] = cfg.teach_delay_ms * b2.ms
-    dt = dt_ms * b2.ms
+    clock, window_clock = _clocks(b2, dt_ms, window_ms)
     mf, grc, goc, pc, syn = _core_groups(
         b2, cfg, conn, 1, "mf_uniform(noise_seed, 0, fibre, timestep(t - t_call, dt)) < mf_input(t - t_call, i) * dt",
-        "", True, ns, dt)
+        "", True, ns, clock)
     # every sample starts from rest, as in evaluation
-    sample = dict(dt=window_ms * b2.ms, when="start")
+    sample = dict(clock=window_clock, when="start")
     grc.run_regularly("v = grc_vrest\ng_inh = 0*volt\nx_pf = 0", name="grc_sample_reset", **sample)
     goc.run_regularly("v = goc_vrest", name="goc_sample_reset", **sample)
     pc.run_regularly("v = pc_vrest\nr = 0*Hz\ncf_flag = 0", name="pc_sample_reset", **sample)
@@ -502,9 +514,9 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     io = b2.NeuronGroup(conn.n_pc, "r_pc : Hz (linked)\nnoise_seed : integer (shared)\nt_call : second (shared)",
                         threshold=f"mf_uniform(noise_seed, -1, i, timestep(t - t_call, dt)) < {teaching} * "
                                   "clip(cf_base + cf_sign * cf_gain * (r_pc - pc_target(t - t_call, i)), 0*Hz, cf_max) * dt",
-                        reset="", dt=dt, namespace=io_ns, name="io")
+                        reset="", clock=clock, namespace=io_ns, name="io")
     io.r_pc = b2.linked_var(pc, "r")
-    cf = b2.Synapses(io, pc, on_pre="cf_flag_post = 1", dt=dt, namespace=ns, name="cf")
+    cf = b2.Synapses(io, pc, on_pre="cf_flag_post = 1", clock=clock, namespace=ns, name="cf")
     cf.connect(j="i")
     pc.run_on_event("cf", "cf_flag = 0")
     if cfg.ltd == "cf":
@@ -516,7 +528,7 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
         grc, pc, "w : 1\nlr_scale : 1 (shared)",
         on_pre=f"v_post += j_pf * (w - w_mli)\nw = clip(w + lr_scale * pre_dw * {teaching}, 0, w_max)",
         on_post="w = clip(w + lr_scale * cf_dw * x_pf_pre, 0, w_max)",
-        on_event={"pre": "spike", "post": "cf"}, dt=dt, namespace=syn_ns, name="pf_pc")
+        on_event={"pre": "spike", "post": "cf"}, clock=clock, namespace=syn_ns, name="pf_pc")
     ii, jj = _dense_pf_pc(conn, 1)
     pf_pc.connect(i=ii, j=jj)
     pf_pc.w_[:] = np.asarray(weights, dtype=np.float64).ravel()
