@@ -443,7 +443,8 @@ def _spikes_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
                       _f(r["coding_level"]), _f(r["sparseness"])] for r in summary])
     lines += _figure(fig.plot_rasters(spikes, fig_dir / "spikes_raster.png"), base,
                      "Spike rasters per population for the clean input (left) and its adversarial (right); granule "
-                     "cells: the first 200.")
+                     "cells: the first 200" + ("; climbing fibres (cf): the same inputs with the olive on, see above."
+                                               if "cf" in spikes["pops"] else "."))
     lines += _figure(fig.plot_psth(spikes, fig_dir / "spikes_psth.png"), base,
                      "Peri-stimulus time histograms (mean rate per cell, 5 ms bins), clean and adversarial.")
     lines += _figure(fig.plot_coding(summary, fig_dir / "spikes_coding.png"), base,
