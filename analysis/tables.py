@@ -47,13 +47,18 @@ def eps_equal(a: float, b: float) -> bool:
 
 
 def model_fields(run: dict) -> dict:
-    """The mechanism fields of a training run: model_kind, width, k, ltd, granule, task, seed."""
+    """The mechanism fields of a training run: model_kind, width, k, ltd, granule, task, seed.
+
+    ``k`` is None for a dense (``fc``) rate granule layer, whose fan-in is every input.
+    """
     cfg = run["config"]
     model = cfg.get("model") or {}
+    # a dense ("fc") granule layer takes every input: its configured k means nothing, so it is left out
+    k = None if model.get("granule") == "fc" else model.get("k")
     return {
         "model_kind": cfg.get("model_kind"),
         "width": model.get("width"),
-        "k": model.get("k"),
+        "k": k,
         "ltd": model.get("ltd"),
         "granule": model.get("granule"),
         "task": (cfg.get("task") or {}).get("name"),

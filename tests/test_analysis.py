@@ -37,7 +37,7 @@ from analysis.figures import image_shape
 from analysis.report import check_findings, write_report
 from analysis.runs import resolve_source_run
 from analysis.stats import collapse_seeds, k_effect, ltd_effect, mean_ci, width_effect
-from analysis.tables import attack_table, load_study, metric_records, run_metric
+from analysis.tables import attack_table, config_label, load_study, metric_records, model_fields, run_metric
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SLOPE = 0.1
@@ -293,6 +293,17 @@ def test_attack_table_joins_training_fields_and_skips_unfinished_runs(study):
     # rate rows have no norm column: they are L-inf
     assert {r["norm"] for r in rows if r["model_kind"] == "rate"} == {"linf"}
 
+
+def test_model_fields_leave_k_out_for_a_dense_granule_layer():
+    def run(model):
+        return {"config": {"model_kind": "rate", "model": model, "task": {"name": "mnist"}}, "meta": {"seed": 0}}
+
+    fc = model_fields(run({"width": 5000, "k": 4, "ltd": "ma", "granule": "fc"}))
+    assert fc["k"] is None and config_label(fc) == "width=5000, ltd=ma, granule=fc, task=mnist"
+    sparse = model_fields(run({"width": 5000, "k": 4, "ltd": "ma", "granule": "random"}))
+    assert sparse["k"] == 4 and config_label(sparse) == "width=5000, k=4, ltd=ma, granule=random, task=mnist"
+    # the spiking model has no granule field: its k is always the mossy-fibre fan-in
+    assert model_fields(run({"width": 2000, "k": 4, "ltd": "cf"}))["k"] == 4
 
 def test_source_run_resolves_relative_to_the_attack_runs_root(study, tmp_path):
     root, info = study
