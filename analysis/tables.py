@@ -53,7 +53,6 @@ def model_fields(run: dict) -> dict:
     """
     cfg = run["config"]
     model = cfg.get("model") or {}
-    # a dense ("fc") granule layer takes every input: its configured k means nothing, so it is left out
     k = None if model.get("granule") == "fc" else model.get("k")
     return {
         "model_kind": cfg.get("model_kind"),

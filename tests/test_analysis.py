@@ -305,6 +305,7 @@ def test_model_fields_leave_k_out_for_a_dense_granule_layer():
     # the spiking model has no granule field: its k is always the mossy-fibre fan-in
     assert model_fields(run({"width": 2000, "k": 4, "ltd": "cf"}))["k"] == 4
 
+
 def test_source_run_resolves_relative_to_the_attack_runs_root(study, tmp_path):
     root, info = study
     at = info["rate_attack"][(1000, "none", 0)]
