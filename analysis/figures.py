@@ -22,7 +22,7 @@ __all__ = ["plot_robustness_curves", "plot_mechanism", "plot_decision", "plot_tr
            "plot_rasters", "plot_psth", "plot_coding", "plot_pc_classes", "plot_learning_curves", "plot_gallery",
            "image_shape"]
 
-POP_NAMES = {"mf": "mossy fibres", "grc": "granule cells", "goc": "Golgi cells", "pc": "Purkinje cells",
+POP_NAMES = {"mf": "mossy fibres", "grc": "granule cells", "goc": "Golgi cells", "mli": "interneurons (MLI)", "pc": "Purkinje cells",
              "cf": "climbing fibres"}
 KIND_COLOURS = {"rate": "tab:blue", "mlp": "tab:gray", "spiking": "tab:red", "surrogate": "tab:orange"}
 LINESTYLES = ["-", "--", ":", "-."]
@@ -258,7 +258,7 @@ def plot_transfer(matrix: np.ndarray, sources: Sequence[str], targets: Sequence[
 
 def plot_fidelity(fid: dict[str, np.ndarray], path: str | Path) -> Path | None:
     """Surrogate against spiking rates per population (and class scores), with Pearson r and agreement."""
-    pops = [p for p in ("grc", "goc", "pc") if f"spiking_{p}" in fid and f"surrogate_{p}" in fid]
+    pops = [p for p in ("grc", "goc", "mli", "pc") if f"spiking_{p}" in fid and f"surrogate_{p}" in fid]
     has_scores = "spiking_scores" in fid and "surrogate_scores" in fid
     n = len(pops) + has_scores
     if n == 0:

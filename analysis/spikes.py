@@ -29,7 +29,7 @@ from core.runs import load_npz
 __all__ = ["POPULATIONS", "CONDITIONS", "load_spikes", "spike_counts", "rates_hz", "coding_level",
            "activity_ratio", "population_sparseness", "psth", "class_rates", "spike_summary"]
 
-POPULATIONS = ("mf", "grc", "goc", "pc", "cf")
+POPULATIONS = ("mf", "grc", "goc", "mli", "pc", "cf")
 CONDITIONS = ("clean", "adv")
 
 

@@ -1,40 +1,76 @@
 """Rate-coded surrogate of a trained spiking cerebellum: expected firing rates, differentiable.
 
-Built from a spiking checkpoint with the same connectivity, PF-PC weights and neuron
-parameters, the surrogate maps input features to the expected firing rate of every cell,
-population by population::
+Built from a spiking checkpoint with the same connectivity, MF-GrC EPSPs, PF-PC weights,
+Purkinje drives and neuron parameters (:mod:`models.spiking.network`), the surrogate maps input
+features to the expected firing rate of every cell, population by population::
 
-    mossy fibres   r_mf = r_min + x (r_max - r_min)                               (exact)
-    granule cells  r_grc = F_grc(mu_grc, sigma_grc), with Golgi inhibition g = w_goc tau_inh sum r_goc
-    Golgi cells    r_goc = F_goc(mu_goc, sigma_goc), driven by mossy and parallel fibres
-    Purkinje cells r_pc  = F_pc(mu_pc, sigma_pc),   PF input j_pf (w - w_mli) per granule spike
+    mossy fibres   r_mf  = r_min + x (r_max - r_min)                                      (exact)
+    granule cells  r_grc = F_grc(mu, sigma; tau_eff), shunted by tonic and Golgi conductances
+    Golgi cells    r_goc = F_goc(mu, sigma), driven by mossy and parallel fibres, less their mean AHP
+    interneurons   r_mli = F_mli(mu, sigma), driven by parallel fibres, less their mean AHP
+    Purkinje cells r_pc  = F_pc(mu, sigma; tau_eff), PF EPSPs j_pf w, shunted by MLI conductances
     scores         mean Purkinje rate per class (Hz), as the spiking readout
 
-where ``mu`` and ``sigma`` are the mean and standard deviation of the free membrane potential
-under Poisson input (Campbell's theorem for delta synapses: ``mu = E_L + tau sum_j J_j r_j``,
-``sigma^2 = tau / 2 sum_j J_j^2 r_j``) and ``F`` is the leaky integrate-and-fire rate of the
-diffusion approximation (the Siegert formula; Brunel 2000, eq. 21)::
+``mu`` is the mean free membrane potential under Poisson input and ``sigma`` the noise amplitude
+of the diffusion approximation, in the convention of Brunel (2000) (the free membrane potential
+has variance ``sigma^2 / 2``): for delta (voltage-jump) synapses of sizes ``J_s`` at rates
+``r_s``, Campbell's theorem gives ``mu = v_inf + tau sum_s J_s r_s`` and ``sigma^2 = tau sum_s
+J_s^2 r_s``. A conductance ``g`` (in leak units, reversal ``E_GABA``) is taken at its mean (the
+effective-time-constant approximation; Kuhn, Aertsen & Rotter 2004, J Neurosci 24:2345)::
+
+    tau_eff = tau_m / (1 + g),   v_inf = (E_L + g E_GABA) / (1 + g)
+
+Granule cell i (Golgi inhibition: each Golgi spike adds ``g_goc_grc``, decaying with
+``tau_goc_grc``; MF EPSPs ``w_ij``, per synapse, calibrated in the checkpoint)::
+
+    g = g_tonic + g_goc_grc tau_goc_grc sum_{Golgi k -> i} r_goc,k
+    mu = v_inf + tau_eff sum_j w_ij r_mf,j,      sigma^2 = tau_eff sum_j w_ij^2 r_mf,j
+
+Golgi cells and interneurons (adaptive pacemakers: ``tau dv/dt = V_rest + drive - v - a``, each
+spike adds ``ahp`` to ``a``, which decays with ``tau_ahp``; mean ``a = ahp tau_ahp r``)::
+
+    Golgi:  mu = V_rest + drive + tau (w_mf_goc sum r_mf + w_grc_goc sum r_grc) - ahp tau_ahp r_goc
+    MLI:    mu = V_rest + drive + tau w_pf_mli sum r_grc - ahp tau_ahp r_mli
+            sigma^2 = tau sum_s J_s^2 r_s  (the same inputs)
+
+Each is self-consistent in the cell's own rate, ``r = F(mu(r), sigma)``: since ``F`` rises with
+``mu`` the root is unique; it is found per cell on the bracket ``[0, F(mu(0))]`` without gradient
+(false position), and its gradient is the implicit one, ``dr = dF / (1 + ahp tau_ahp F')``. Purkinje cell i (intrinsic drive ``drive_i``,
+MLI inhibition: each MLI spike adds ``g_mli_pc``, decaying with ``tau_mli_pc``; PF-PC weights
+``w`` in [0, w_max])::
+
+    g = g_mli_pc tau_mli_pc sum_{MLI k -> i} r_mli,k,   v_inf = (E_L + drive_i + g E_GABA) / (1 + g)
+    mu = v_inf + tau_eff j_pf sum_j w_ji r_grc,j,      sigma^2 = tau_eff j_pf^2 sum_j w_ji^2 r_grc,j
+
+``F`` is the leaky integrate-and-fire rate of the diffusion approximation (the Siegert formula;
+Brunel 2000, eq. 21), with the effective time constant where there is one::
 
     1 / F = tau sqrt(pi) int_{(V_r - mu) / sigma}^{(theta - mu) / sigma} erfcx(-u) du
 
 (``erfcx(-u) = exp(u^2) (1 + erf(u))``), evaluated by Gauss-Legendre quadrature, so that its
 derivative is the surrogate gradient. The diffusion approximation is only approximate for the
-granule cell's few large EPSPs, and the spiking network is simulated for a finite window from
-rest, so each population has three free parameters, fitted by least squares to the spiking
+granule cell's few large EPSPs and for the fluctuations of the conductances and the AHP, and
+the spiking network is simulated for a finite window (from its steady state under background
+input), so each population has four free parameters, fitted by least squares to the spiking
 network's rates on calibration inputs (:func:`calibrate`)::
 
     F_pop(mu, sigma) = gain_out * Siegert(theta + gain_mu (mu - theta) + shift_mv, gain_sigma sigma)
+
+Every connection but the PF-PC weights (dense, ``(n_grc, n_pc)``) is a sparse CSR matrix, so a
+surrogate of hundreds of thousands of granule cells holds no ``(n_grc, n_goc)`` table.
 
 The Golgi-granule loop is solved as a fixed point (damped iteration without gradient to
 convergence, then a few iterations with gradient from the converged point: the gradient of a
 contractive fixed point, truncated). The iteration starts from the previous call's solution when
 the batch has the same size (successive attack steps change the input little); results then
-depend on the call history only below the tolerance ``fp_tol_hz``. ``forward`` returns logits ``scores / temperature_hz``.
+depend on the call history only below the tolerance ``fp_tol_hz``. The interneurons and Purkinje
+cells are feed-forward from the granule rates. ``forward`` returns logits ``scores / temperature_hz``.
 """
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,9 +83,12 @@ from core.errors import CheckpointError
 __all__ = ["SurrogateConfig", "CerebellumSurrogate", "siegert_rate", "calibrate", "fidelity", "save_surrogate",
            "load_surrogate", "SURROGATE_FORMAT", "POPS"]
 
-SURROGATE_FORMAT = "cerebellum-surrogate-v1"
-POPS = ("grc", "goc", "pc")
+SURROGATE_FORMAT = "cerebellum-surrogate-v2"   # v2: conductance inhibition, adaptive Golgi cells, interneurons
+OLD_FORMATS = ("cerebellum-surrogate-v1",)
+POPS = ("grc", "goc", "mli", "pc")
 _GL_NODES = 48
+ROOT_TOL_HZ = 1e-11   # residual (or bracket) of the self-consistent AHP rates
+ROOT_MAX_ITERS = 100  # Illinois iterations at most (about 10 are needed)
 
 
 @dataclass(frozen=True)
@@ -99,26 +138,34 @@ def siegert_exact(b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def _table() -> torch.Tensor:
-    """log(tau nu) on a grid of (b, log c): 801 x 401 points, built once per process (~0.3 s)."""
+    """log(tau nu) on a grid of (b, log c): 801 x 401 points, built once per process (~0.3 s),
+    in blocks of rows (the quadrature of the whole grid at once would hold ~0.4 GB)."""
     global _TABLE
     if _TABLE is None:
         b = torch.linspace(B_MIN, U_MAX, 801, dtype=torch.float64)
-        logc = torch.linspace(*LOGC_RANGE, 401, dtype=torch.float64)
-        bb, cc = torch.meshgrid(b, logc.exp(), indexing="ij")
-        _TABLE = torch.log(siegert_exact(bb.reshape(-1), cc.reshape(-1))).reshape(1, 1, 801, 401)
+        c = torch.linspace(*LOGC_RANGE, 401, dtype=torch.float64).exp()
+        rows = [torch.log(siegert_exact(*(t.reshape(-1) for t in torch.meshgrid(part, c, indexing="ij"))))
+                for part in b.split(64)]
+        _TABLE = torch.cat(rows).reshape(1, 1, 801, 401)
     return _TABLE
 
 
-def siegert_rate(mu: torch.Tensor, sigma: torch.Tensor, tau_s: float, v_th: float, v_reset: float) -> torch.Tensor:
+def siegert_rate(mu: torch.Tensor, sigma: torch.Tensor, tau_s: float | torch.Tensor, v_th: float,
+                 v_reset: float) -> torch.Tensor:
     """Firing rate (Hz) of a LIF neuron (no refractory period) whose free membrane potential has
-    mean ``mu`` and standard deviation ``sigma`` (mV), with membrane time constant ``tau_s`` (s),
+    mean ``mu`` (mV) and noise amplitude ``sigma`` (mV; Brunel's convention: the free membrane
+    potential has variance ``sigma^2 / 2``), with membrane time constant ``tau_s`` (s; a number,
+    or a tensor broadcastable to ``mu``, e.g. a conductance-dependent effective time constant),
     threshold ``v_th`` and reset ``v_reset`` (mV): the Siegert formula.
 
     Evaluated by bilinear interpolation of ``log(tau nu)`` on a precomputed grid of
     ``b = (v_th - mu) / sigma`` and ``log c``, ``c = (v_th - v_reset) / sigma`` (relative error below
     1e-3 inside the grid; tested against :func:`siegert_exact`), which is ~50x cheaper than the
     quadrature and differentiable almost everywhere. Beyond the grid: silent for ``b > 20``; for
-    ``b < -20`` (drive far above threshold) the noise-free LIF rate ``1 / (tau ln((c - b) / -b))``.
+    ``b < -20`` (drive far above threshold) the noise-free LIF rate ``1 / (tau ln((c - b) / -b))``;
+    for ``c > 100`` (noise small against the reset distance, as in a pacemaker) the integral below
+    ``u = b - 100``, where ``erfcx(-u) = 1 / (sqrt(pi) |u|)`` within 1e-4, in closed form:
+    ``1 / (tau nu) = 1 / (tau nu)(b, 100) + ln((c - b) / (100 - b))``.
     """
     import torch.nn.functional as F
 
@@ -131,15 +178,47 @@ def siegert_rate(mu: torch.Tensor, sigma: torch.Tensor, tau_s: float, v_th: floa
     grid = torch.stack([gx, gy], -1).reshape(1, 1, -1, 2)
     table = _table().to(mu.dtype)
     log_tnu = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True).reshape(mu.shape)
-    rate = torch.exp(log_tnu) / tau_s
+    c_max, b_in = math.exp(LOGC_RANGE[1]), b.clamp(max=U_MAX)
+    beyond = torch.log((torch.clamp(c, min=c_max) - b_in) / (c_max - b_in))  # 0 unless c > c_max
+    rate = 1.0 / ((torch.exp(-log_tnu) + beyond) * tau_s)
     b_det = b.clamp(max=B_MIN)
     det = 1.0 / (tau_s * torch.log((c - b_det) / -b_det))
     rate = torch.where(b < B_MIN, det, rate)
     return torch.where(b > U_MAX, torch.zeros_like(rate), rate)
 
 
+# ----------------------------------------------------------------------------- connections
+def connection_matrix(pre: np.ndarray, post: np.ndarray, n_pre: int, n_post: int,
+                      values: np.ndarray | None = None) -> torch.Tensor:
+    """The connections ``pre -> post`` as a sparse CSR matrix ``(n_post, n_pre)`` (float64): entry
+    ``(j, i)`` is the sum of ``values`` (default 1, i.e. the synapse count) over synapses ``i -> j``."""
+    pre_t = torch.as_tensor(np.asarray(pre, dtype=np.int64))
+    post_t = torch.as_tensor(np.asarray(post, dtype=np.int64))
+    v = torch.ones(len(pre_t), dtype=torch.float64) if values is None else \
+        torch.as_tensor(np.asarray(values, dtype=np.float64))
+    coo = torch.sparse_coo_tensor(torch.stack([post_t, pre_t]), v, (n_post, n_pre), check_invariants=True)
+    with warnings.catch_warnings():  # torch marks CSR support as beta; the products used here are tested
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.coalesce().to_sparse_csr()
+
+
+def _project(m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Summed presynaptic rates ``(n, n_post)`` through the connection matrix ``m`` ``(n_post, n_pre)``
+    from rates ``r`` ``(n, n_pre)``."""
+    return (m @ r.T).T
+
+
+# ----------------------------------------------------------------------------- the surrogate
 class CerebellumSurrogate(nn.Module):
     """Expected rates of a trained spiking cerebellum (see the module docstring).
+
+    Parameters
+    ----------
+    cfg, conn, weights : the spiking network (:class:`~models.spiking.params.SpikingConfig`,
+        :class:`~models.spiking.network.Connectivity`, PF-PC weights ``(n_grc, n_pc)``).
+    scfg : the surrogate's settings.
+    params : fitted free parameters, population -> ``(gain_mu, shift_mv, gain_sigma, gain_out)``
+        (default ``(1, 0, 1, 1)``: the uncalibrated diffusion approximation).
 
     ``forward(x)`` returns logits ``(n, n_classes)``; :meth:`rates` returns every population.
     """
@@ -150,13 +229,21 @@ class CerebellumSurrogate(nn.Module):
         self.cfg, self.conn = cfg, conn
         self.scfg = scfg or SurrogateConfig()
         f64 = torch.float64
-        self.register_buffer("mf_idx", torch.as_tensor(conn.mf_grc_i.reshape(conn.n_grc, -1).astype(np.int64))
-                             if _grc_major(conn) else _grouped(conn.mf_grc_i, conn.mf_grc_j, conn.n_grc))
-        self.register_buffer("mf_goc", _count_matrix(conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc))
-        self.register_buffer("grc_goc", _count_matrix(conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc))
-        self.register_buffer("goc_grc", _count_matrix(conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc))
-        w_eff = np.asarray(weights, dtype=np.float64) - cfg.w_mli
-        self.register_buffer("w_eff", torch.as_tensor(w_eff, dtype=f64))
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (conn.n_grc, conn.n_pc):
+            raise ValueError(f"weights must have shape {(conn.n_grc, conn.n_pc)}, got {w.shape}")
+        w_mf = np.asarray(conn.mf_grc_w_mv, dtype=np.float64)
+        self.register_buffer("mf_grc", connection_matrix(conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, conn.n_grc, w_mf))
+        self.register_buffer("mf_grc_sq", connection_matrix(conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, conn.n_grc,
+                                                            w_mf ** 2))
+        self.register_buffer("goc_grc", connection_matrix(conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc))
+        self.register_buffer("mf_goc", connection_matrix(conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc))
+        self.register_buffer("grc_goc", connection_matrix(conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc))
+        self.register_buffer("grc_mli", connection_matrix(conn.grc_mli_i, conn.grc_mli_j, conn.n_grc, conn.n_mli))
+        self.register_buffer("mli_pc", connection_matrix(conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc))
+        self.register_buffer("w", torch.as_tensor(w, dtype=f64))
+        self.register_buffer("w_sq", torch.as_tensor(w ** 2, dtype=f64))
+        self.register_buffer("pc_drive", torch.as_tensor(np.asarray(conn.pc_drive_mv, dtype=np.float64)))
         p = {pop: (1.0, 0.0, 1.0, 1.0) for pop in POPS}  # gain_mu, shift_mv, gain_sigma, gain_out
         if params:
             p.update({k: tuple(float(v) for v in val) for k, val in params.items()})
@@ -164,49 +251,114 @@ class CerebellumSurrogate(nn.Module):
         self.params = nn.ParameterDict({pop: nn.Parameter(torch.tensor(p[pop], dtype=f64), requires_grad=False)
                                         for pop in POPS})
 
-    # -- populations
-    def _f(self, pop: str, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    # -- the transfer function of each population
+    def _f(self, pop: str, mu: torch.Tensor, sigma: torch.Tensor, tau_s: float | torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         g_mu, shift, g_sig, g_out = self.params[pop]
-        tau, th, vr = {
-            "grc": (cfg.grc_tau_m_ms, cfg.grc_v_thresh_mv, cfg.grc_v_reset_mv),
-            "goc": (cfg.goc_tau_m_ms, cfg.goc_v_thresh_mv, cfg.goc_v_reset_mv),
-            "pc": (cfg.pc_tau_m_ms, cfg.pc_v_thresh_mv, cfg.pc_v_reset_mv),
+        th, vr = {
+            "grc": (cfg.grc_v_thresh_mv, cfg.grc_v_reset_mv),
+            "goc": (cfg.goc_v_thresh_mv, cfg.goc_v_reset_mv),
+            "mli": (cfg.mli_v_thresh_mv, cfg.mli_v_reset_mv),
+            "pc": (cfg.pc_v_thresh_mv, cfg.pc_v_reset_mv),
         }[pop]
         mu_eff = th + g_mu * (mu - th) + shift
-        return g_out.abs() * siegert_rate(mu_eff, g_sig.abs() * sigma, tau * 1e-3, th, vr)
+        return g_out.abs() * siegert_rate(mu_eff, g_sig.abs() * sigma, tau_s, th, vr)
 
+    def _adapting(self, pop: str, mu0: torch.Tensor, sigma: torch.Tensor, tau_s: float,
+                  ahp_mv_s: float) -> torch.Tensor:
+        """The self-consistent rate ``r = F_pop(mu0 - ahp_mv_s r, sigma)`` of an adaptive pacemaker
+        (``ahp_mv_s = ahp tau_ahp``, mV s: the mean AHP per Hz), every cell at once.
+
+        ``h(r) = r - F(mu0 - ahp_mv_s r)`` rises with ``r``, is ``<= 0`` at 0 and ``>= 0`` at
+        ``F(mu0)``: the Illinois method (false position that keeps the bracket; Dowell & Jarratt
+        1971, BIT 11:168) on that bracket without gradient until ``|h|`` or the bracket is below
+        ``ROOT_TOL_HZ`` (the bracket also ends the search where ``F`` steps, as at the edge of the
+        Siegert table). The root then gets the implicit gradient ``dF / (1 + ahp_mv_s F')`` (a
+        Newton step whose value part is dropped: the value stays the bracketed root).
+        """
+        def f(mu):
+            return self._f(pop, mu, sigma, tau_s)
+
+        with torch.no_grad():
+            lo, hi = torch.zeros_like(mu0), f(mu0)
+            h_lo, h_hi = -hi, hi - f(mu0 - ahp_mv_s * hi)
+            last = torch.zeros_like(mu0)  # which end moved last: +1 the upper, -1 the lower
+            r = lo
+            for _ in range(ROOT_MAX_ITERS):
+                span = h_hi - h_lo
+                r = torch.where(span > 0, (lo * h_hi - hi * h_lo) / span.clamp_min(1e-300), 0.5 * (lo + hi))
+                h = r - f(mu0 - ahp_mv_s * r)
+                up = h > 0  # the root lies below r
+                # Illinois: an end kept twice in a row has its residual halved (no one-sided stall)
+                h_lo = torch.where(up & (last > 0), 0.5 * h_lo, h_lo)
+                h_hi = torch.where(~up & (last < 0), 0.5 * h_hi, h_hi)
+                hi, h_hi = torch.where(up, r, hi), torch.where(up, h, h_hi)
+                lo, h_lo = torch.where(up, lo, r), torch.where(up, h_lo, h)
+                last = torch.where(up, 1.0, -1.0)
+                if not h.numel() or bool(torch.all((h.abs() < ROOT_TOL_HZ) | (hi - lo < ROOT_TOL_HZ))):
+                    break
+            r = r.detach()
+        if not (torch.is_grad_enabled() and (mu0.requires_grad or sigma.requires_grad
+                                             or self.params[pop].requires_grad)):
+            return r
+        mu_r = (mu0 - ahp_mv_s * r).detach().requires_grad_(True)
+        slope = torch.autograd.grad(f(mu_r).sum(), mu_r)[0].detach().clamp_min(0.0)  # F' at the root (Hz/mV)
+        at_root = f(mu0 - ahp_mv_s * r)
+        return r + (at_root - at_root.detach()) / (1.0 + ahp_mv_s * slope)
+
+    # -- populations
     def mf_rates(self, x: torch.Tensor) -> torch.Tensor:
+        """Mossy-fibre rates (Hz) ``(n, n_mf)`` for inputs ``x`` in [0, 1] (``SpikingConfig.mf_rates_hz``)."""
         cfg = self.cfg
         return cfg.mf_rate_min_hz + x.to(torch.float64) * (cfg.mf_rate_max_hz - cfg.mf_rate_min_hz)
 
-    def grc_input(self, r_mf: torch.Tensor) -> torch.Tensor:
-        """Summed MF rate onto each granule cell ``(n, n_grc)``."""
-        return r_mf[:, self.mf_idx].sum(-1)
+    def grc_input(self, r_mf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mossy-fibre drive of each granule cell: ``sum_j w_ij r_j`` (mV/s) and ``sum_j w_ij^2 r_j``
+        (mV^2/s), each ``(n, n_grc)``."""
+        return _project(self.mf_grc, r_mf), _project(self.mf_grc_sq, r_mf)
 
-    def grc_rates(self, mf_sum: torch.Tensor, r_goc: torch.Tensor) -> torch.Tensor:
+    def grc_rates(self, drive: tuple[torch.Tensor, torch.Tensor], r_goc: torch.Tensor) -> torch.Tensor:
+        """Granule rates ``(n, n_grc)`` under mossy-fibre ``drive`` (:meth:`grc_input`) and Golgi rates ``r_goc``."""
+        return self._grc(drive[0], drive[1], _project(self.goc_grc, r_goc))
+
+    def _grc(self, mf_mean: torch.Tensor, mf_sq: torch.Tensor, goc_sum: torch.Tensor) -> torch.Tensor:
+        """Granule rates from the summed inputs (``goc_sum``: summed Golgi rates onto each cell, Hz)."""
         cfg = self.cfg
-        tau = cfg.grc_tau_m_ms * 1e-3
-        g_inh = cfg.w_goc_grc_mv * cfg.tau_goc_grc_ms * 1e-3 * (r_goc @ self.goc_grc)
-        mu = cfg.grc_v_rest_mv - cfg.grc_tonic_inh_mv - g_inh + tau * cfg.w_mf_grc_mv * mf_sum
-        sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum + 1e-6)  # (+1e-6: a finite gradient at zero input)
-        return self._f("grc", mu, sigma)
+        g = cfg.grc_g_tonic + cfg.g_goc_grc * cfg.tau_goc_grc_ms * 1e-3 * goc_sum
+        tau = cfg.grc_tau_m_ms * 1e-3 / (1.0 + g)
+        v_inf = (cfg.grc_e_leak_mv + g * cfg.grc_e_gaba_mv) / (1.0 + g)
+        mu = v_inf + tau * mf_mean
+        sigma = torch.sqrt(tau * mf_sq + 1e-6)  # (+1e-6: a finite gradient at zero input)
+        return self._f("grc", mu, sigma, tau)
 
     def goc_rates(self, r_mf: torch.Tensor, r_grc: torch.Tensor) -> torch.Tensor:
+        """Golgi rates ``(n, n_goc)`` driven by ``r_mf`` and ``r_grc``, self-consistent with their AHP."""
         cfg = self.cfg
         tau = cfg.goc_tau_m_ms * 1e-3
-        mf_in, pf_in = r_mf @ self.mf_goc, r_grc @ self.grc_goc
-        mu = cfg.goc_v_rest_mv + cfg.goc_drive_mv + tau * (cfg.w_mf_goc_mv * mf_in + cfg.w_grc_goc_mv * pf_in)
-        sigma = torch.sqrt(tau / 2 * (cfg.w_mf_goc_mv ** 2 * mf_in + cfg.w_grc_goc_mv ** 2 * pf_in) + 1e-6)
-        return self._f("goc", mu, sigma)
+        mf_in, pf_in = _project(self.mf_goc, r_mf), _project(self.grc_goc, r_grc)
+        mu0 = cfg.goc_v_rest_mv + cfg.goc_drive_mv + tau * (cfg.w_mf_goc_mv * mf_in + cfg.w_grc_goc_mv * pf_in)
+        sigma = torch.sqrt(tau * (cfg.w_mf_goc_mv ** 2 * mf_in + cfg.w_grc_goc_mv ** 2 * pf_in) + 1e-6)
+        return self._adapting("goc", mu0, sigma, tau, cfg.goc_ahp_mv * cfg.goc_tau_ahp_ms * 1e-3)
 
-    def pc_rates(self, r_grc: torch.Tensor) -> torch.Tensor:
+    def mli_rates(self, r_grc: torch.Tensor) -> torch.Tensor:
+        """Interneuron rates ``(n, n_mli)`` driven by ``r_grc``, self-consistent with their AHP."""
         cfg = self.cfg
-        tau = cfg.pc_tau_m_ms * 1e-3
+        tau = cfg.mli_tau_m_ms * 1e-3
+        pf_in = _project(self.grc_mli, r_grc)
+        mu0 = cfg.mli_v_rest_mv + cfg.mli_drive_mv + tau * cfg.w_pf_mli_mv * pf_in
+        sigma = torch.sqrt(tau * cfg.w_pf_mli_mv ** 2 * pf_in + 1e-6)
+        return self._adapting("mli", mu0, sigma, tau, cfg.mli_ahp_mv * cfg.mli_tau_ahp_ms * 1e-3)
+
+    def pc_rates(self, r_grc: torch.Tensor, r_mli: torch.Tensor) -> torch.Tensor:
+        """Purkinje rates ``(n, n_pc)`` under granule rates ``r_grc`` and interneuron rates ``r_mli``."""
+        cfg = self.cfg
+        g = cfg.g_mli_pc * cfg.tau_mli_pc_ms * 1e-3 * _project(self.mli_pc, r_mli)
+        tau = cfg.pc_tau_m_ms * 1e-3 / (1.0 + g)
+        v_inf = (cfg.pc_e_leak_mv + self.pc_drive + g * cfg.pc_e_gaba_mv) / (1.0 + g)
         j = cfg.j_pf_scaled_mv
-        mu = cfg.pc_v_rest_mv + cfg.pc_drive_mv + tau * j * (r_grc @ self.w_eff)
-        sigma = torch.sqrt(tau / 2 * j ** 2 * (r_grc @ self.w_eff ** 2) + 1e-6)
-        return self._f("pc", mu, sigma)
+        mu = v_inf + tau * j * (r_grc @ self.w)
+        sigma = torch.sqrt(tau * j ** 2 * (r_grc @ self.w_sq) + 1e-6)
+        return self._f("pc", mu, sigma, tau)
 
     def scores_from_pc(self, r_pc: torch.Tensor) -> torch.Tensor:
         n = r_pc.shape[0]
@@ -215,9 +367,9 @@ class CerebellumSurrogate(nn.Module):
     def granule_golgi(self, r_mf: torch.Tensor, r_goc_fixed: torch.Tensor | None = None):
         """Granule and Golgi rates: the fixed point of the loop, or (``r_goc_fixed`` given) the
         granule rates under those Golgi rates and the Golgi rates they drive."""
-        mf_sum = self.grc_input(r_mf)
+        drive = self.grc_input(r_mf)
         if r_goc_fixed is not None:
-            r_grc = self.grc_rates(mf_sum, r_goc_fixed)
+            r_grc = self.grc_rates(drive, r_goc_fixed)
             return r_grc, self.goc_rates(r_mf, r_grc)
         s, d = self.scfg, self.scfg.damping
         with torch.no_grad():
@@ -227,7 +379,7 @@ class CerebellumSurrogate(nn.Module):
             else:
                 r_goc = self.goc_rates(r_mf, torch.zeros(r_mf.shape[0], self.conn.n_grc, dtype=r_mf.dtype))
             for _ in range(s.fp_iters):
-                r_grc = self.grc_rates(mf_sum, r_goc)
+                r_grc = self.grc_rates(drive, r_goc)
                 new = (1 - d) * r_goc + d * self.goc_rates(r_mf, r_grc)
                 done = bool((new - r_goc).abs().max() < s.fp_tol_hz) if new.numel() else True
                 r_goc = new
@@ -236,17 +388,18 @@ class CerebellumSurrogate(nn.Module):
         r_goc = r_goc.detach()
         self._warm = r_goc
         for _ in range(s.grad_iters):
-            r_grc = self.grc_rates(mf_sum, r_goc)
+            r_grc = self.grc_rates(drive, r_goc)
             r_goc = (1 - d) * r_goc + d * self.goc_rates(r_mf, r_grc)
-        r_grc = self.grc_rates(mf_sum, r_goc)
+        r_grc = self.grc_rates(drive, r_goc)
         return r_grc, r_goc
 
     def rates(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every population's rate (Hz) and the class scores, for inputs ``x`` in [0, 1]."""
         r_mf = self.mf_rates(x)
         r_grc, r_goc = self.granule_golgi(r_mf)
-        r_pc = self.pc_rates(r_grc)
-        return {"mf": r_mf, "grc": r_grc, "goc": r_goc, "pc": r_pc, "scores": self.scores_from_pc(r_pc)}
+        r_mli = self.mli_rates(r_grc)
+        r_pc = self.pc_rates(r_grc, r_mli)
+        return {"mf": r_mf, "grc": r_grc, "goc": r_goc, "mli": r_mli, "pc": r_pc, "scores": self.scores_from_pc(r_pc)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_in = x.reshape(x.shape[0], -1)
@@ -257,31 +410,15 @@ class CerebellumSurrogate(nn.Module):
         return {pop: [float(v) for v in self.params[pop].detach()] for pop in POPS}
 
 
-def _grc_major(conn) -> bool:
-    k = len(conn.mf_grc_j) // max(conn.n_grc, 1)
-    return k * conn.n_grc == len(conn.mf_grc_j) and np.array_equal(conn.mf_grc_j, np.repeat(np.arange(conn.n_grc), k))
-
-
-def _grouped(i: np.ndarray, j: np.ndarray, n_post: int) -> torch.Tensor:
-    order = np.argsort(j, kind="stable")
-    k = len(j) // n_post
-    return torch.as_tensor(i[order].reshape(n_post, k).astype(np.int64))
-
-
-def _count_matrix(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int) -> torch.Tensor:
-    m = np.zeros((n_pre, n_post))
-    np.add.at(m, (np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)), 1.0)
-    return torch.as_tensor(m, dtype=torch.float64)
-
-
 # ----------------------------------------------------------------------------- calibration
 def spiking_rates(prediction, cfg) -> dict[str, np.ndarray]:
-    """Rates (Hz) per cell from an engine :class:`~models.spiking.engine.Prediction`: granule and
-    Golgi cells over the whole window, Purkinje cells over the readout period."""
+    """Rates (Hz) per cell from an engine :class:`~models.spiking.engine.Prediction`: granule,
+    Golgi and interneuron rates over the whole window, Purkinje rates over the readout period."""
     window_s = cfg.window_ms * 1e-3
     readout_s = (cfg.window_ms - cfg.readout_start_ms) * 1e-3
     return {"grc": prediction.counts["grc"] / window_s, "goc": prediction.counts["goc"] / window_s,
-            "pc": prediction.counts["pc"] / readout_s, "scores": prediction.scores}
+            "mli": prediction.counts["mli"] / window_s, "pc": prediction.counts["pc"] / readout_s,
+            "scores": prediction.scores}
 
 
 def _fit(fn, params: torch.Tensor, target: torch.Tensor, steps: int) -> float:
@@ -311,14 +448,20 @@ def _fit(fn, params: torch.Tensor, target: torch.Tensor, steps: int) -> float:
         return float(((fn(params) - target).pow(2).mean()).sqrt())
 
 
-def _grc_subset(model, r_mf, idx, cells, r_goc):
-    cfg = model.cfg
-    tau = cfg.grc_tau_m_ms * 1e-3
-    mf_sum = r_mf[:, idx].sum(-1)
-    g_inh = cfg.w_goc_grc_mv * cfg.tau_goc_grc_ms * 1e-3 * (r_goc @ model.goc_grc[:, cells])
-    mu = cfg.grc_v_rest_mv - cfg.grc_tonic_inh_mv - g_inh + tau * cfg.w_mf_grc_mv * mf_sum
-    sigma = torch.sqrt(tau / 2 * cfg.w_mf_grc_mv ** 2 * mf_sum + 1e-6)  # (+1e-6: a finite gradient at zero input)
-    return model._f("grc", mu, sigma)
+def _granule_subset(model: CerebellumSurrogate, r_mf: torch.Tensor, r_goc: torch.Tensor, cells: np.ndarray):
+    """The summed inputs of granule cells ``cells`` (sorted) alone: MF drive and squared drive
+    under ``r_mf``, summed Golgi rates ``r_goc`` (each ``(n, len(cells))``), from sub-matrices."""
+    conn = model.conn
+
+    def rows(pre, post, n_pre, values=None):
+        keep = np.isin(post, cells)
+        return connection_matrix(pre[keep], np.searchsorted(cells, post[keep]), n_pre, len(cells),
+                                 None if values is None else values[keep])
+
+    w = np.asarray(conn.mf_grc_w_mv, dtype=np.float64)
+    return (_project(rows(conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, w), r_mf),
+            _project(rows(conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, w ** 2), r_mf),
+            _project(rows(conn.goc_grc_i, conn.goc_grc_j, conn.n_goc), r_goc))
 
 
 def calibrate(model: CerebellumSurrogate, x: np.ndarray, spiking: dict[str, np.ndarray], *, max_cells: int = 500,
@@ -326,33 +469,31 @@ def calibrate(model: CerebellumSurrogate, x: np.ndarray, spiking: dict[str, np.n
     """Fit each population's free parameters to the spiking rates on inputs ``x``.
 
     Each population is fitted with its inputs taken from the spiking network (granule cells
-    under the measured Golgi rates; Golgi cells under the measured granule rates; Purkinje cells
-    under the measured granule rates), so that the errors of one population do not leak into
-    the fit of the next; granule cells are fitted on ``max_cells`` of them. Returns the RMS error
-    (Hz) per population after the fit.
+    under the measured Golgi rates; Golgi cells and interneurons under the measured granule
+    rates, each self-consistent with its own AHP; Purkinje cells under the measured granule and
+    interneuron rates), so that the errors of one population do not leak into the fit of the
+    next; granule cells are fitted on ``max_cells`` of them. ``spiking`` holds rates ``(n, n_cells)``
+    per population (:func:`spiking_rates`). Returns the RMS error (Hz) per population after the fit.
     """
     steps = model.scfg.fit_steps
     xt = torch.as_tensor(x, dtype=torch.float64)
-    with torch.no_grad():
-        r_mf = model.mf_rates(xt)
-        mf_sum = model.grc_input(r_mf)
-    s_grc = torch.as_tensor(spiking["grc"], dtype=torch.float64)
-    s_goc = torch.as_tensor(spiking["goc"], dtype=torch.float64)
-    s_pc = torch.as_tensor(spiking["pc"], dtype=torch.float64)
+    s = {pop: torch.as_tensor(spiking[pop], dtype=torch.float64) for pop in POPS}
     # the parameters are shared by all cells of a population: a fixed random subset of granule
     # cells is enough for the fit and keeps it to seconds
     rng = np.random.default_rng(seed)
-    cells = torch.as_tensor(np.sort(rng.choice(model.conn.n_grc, min(max_cells, model.conn.n_grc), replace=False)))
-    sub = model.mf_idx[cells]
-    rms = {}
+    cells = np.sort(rng.choice(model.conn.n_grc, min(max_cells, model.conn.n_grc), replace=False))
+    with torch.no_grad():
+        r_mf = model.mf_rates(xt)
+        grc_in = _granule_subset(model, r_mf, s["goc"], cells)
     fits = {
-        "grc": (lambda: _grc_subset(model, r_mf, sub, cells, s_goc), s_grc[:, cells]),
-        "goc": (lambda: model.goc_rates(r_mf, s_grc), s_goc),
-        "pc": (lambda: model.pc_rates(s_grc), s_pc),
+        "grc": (lambda: model._grc(*grc_in), s["grc"][:, torch.as_tensor(cells)]),
+        "goc": (lambda: model.goc_rates(r_mf, s["grc"]), s["goc"]),
+        "mli": (lambda: model.mli_rates(s["grc"]), s["mli"]),
+        "pc": (lambda: model.pc_rates(s["grc"], s["mli"]), s["pc"]),
     }
+    rms = {}
     for pop, (fn, target) in fits.items():
-        p = model.params[pop]
-        rms[pop] = _fit(lambda _p, fn=fn: fn(), p, target, steps)
+        rms[pop] = _fit(lambda _p, fn=fn: fn(), model.params[pop], target, steps)
     return rms
 
 
@@ -360,9 +501,9 @@ def fidelity(model: CerebellumSurrogate, x: np.ndarray, spiking: dict[str, np.nd
     """How well the surrogate matches the spiking network on inputs ``x``.
 
     Returns ``(metrics, arrays)``: metrics ``fidelity_r_<pop>`` (Pearson correlation over all
-    inputs and cells), ``fidelity_readout_r2`` (R^2 of the class scores), ``fidelity_agreement``
-    (fraction of inputs with the same predicted class); arrays ``spiking_<pop>`` and
-    ``surrogate_<pop>`` rates and both score tables.
+    inputs and cells, for each of ``POPS``), ``fidelity_readout_r2`` (R^2 of the class scores),
+    ``fidelity_agreement`` (fraction of inputs with the same predicted class); arrays
+    ``spiking_<pop>`` and ``surrogate_<pop>`` rates and both score tables.
     """
     with torch.no_grad():
         sur = {k: v.numpy() for k, v in model.rates(torch.as_tensor(x, dtype=torch.float64)).items()}
@@ -400,7 +541,11 @@ def save_surrogate(path, model: CerebellumSurrogate, source_checkpoint: str) -> 
 
 
 def load_surrogate(path, checkpoint_path) -> CerebellumSurrogate:
-    """Rebuild a calibrated surrogate from its ``.npz`` and the spiking checkpoint."""
+    """Rebuild a calibrated surrogate from its ``.npz`` and the spiking checkpoint.
+
+    A file of another format, an earlier surrogate version included (its populations and
+    equations differ), raises :class:`CheckpointError`.
+    """
     from core.runs import load_npz
     from models.spiking.train import load_checkpoint
 
@@ -409,7 +554,11 @@ def load_surrogate(path, checkpoint_path) -> CerebellumSurrogate:
         raise CheckpointError(f"surrogate file not found: {path}")
     try:
         data = load_npz(path)
-        if str(data.get("format", "")) != SURROGATE_FORMAT:
+        fmt = str(data.get("format", ""))
+        if fmt in OLD_FORMATS:
+            raise CheckpointError(f"{path} was written by an earlier version of the surrogate (format {fmt}); "
+                                  f"recalibrate it with this version (format {SURROGATE_FORMAT})")
+        if fmt != SURROGATE_FORMAT:
             raise CheckpointError(f"{path} is not a surrogate file (format {data.get('format')!r})")
         scfg = SurrogateConfig(**json.loads(str(data["settings"])))
         params = json.loads(str(data["params"]))

@@ -260,7 +260,7 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
         e = exp.engine
         bar = None
         # the surrogate's many small ops on one torch thread; the engine's workers use the cores
-        with _torch_threads(1), SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms,
+        with _torch_threads(1), SpikingEngine(cfg, conn, weights, 
                                               batch_size=e.copies(cfg.width), chunks_per_run=e.chunks_per_run,
                                               workers=e.workers, noise="frozen", seed=net_seed) as engine:
             try:
@@ -337,10 +337,11 @@ def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:
     if not candidates:
         candidates = [(x[0], x[0], int(y[0]), False)]
     x0, x_adv, label, tied = next((c for c in candidates if not c[3]), candidates[0])
-    with SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=2, chunks_per_run=1,
-                       workers=1, noise="frozen", seed=net_seed, record=("mf", "grc", "goc", "pc")) as eng:
+    with SpikingEngine(cfg, conn, weights, batch_size=2, chunks_per_run=1,
+                       workers=1, noise="frozen", seed=net_seed, record=("mf", "grc", "goc", "mli", "pc")) as eng:
         pred = eng.predict(np.stack([x0, x_adv]).astype(np.float64), slots=np.zeros(2, dtype=np.int64))
-    olive = simulate_with_olive(cfg, conn, weights, np.stack([x0, x_adv]), np.array([label, label]), net_seed)
+        start = eng.steady_state()
+    olive = simulate_with_olive(cfg, conn, weights, np.stack([x0, x_adv]), np.array([label, label]), net_seed, start)
     matches = all(np.array_equal(olive[q]["pc"][0], pred.spikes["pc"][q][0])
                   and np.allclose(olive[q]["pc"][1], pred.spikes["pc"][q][1], atol=1e-6) for q in range(2))
     if not matches:
@@ -351,7 +352,7 @@ def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:
            "scores_clean": pred.scores[0], "scores_adv": pred.scores[1], "tied_adv": np.bool_(tied),
            "olive_pc_matches": np.bool_(matches),
            "mf_rate_min_hz": np.float64(cfg.mf_rate_min_hz), "mf_rate_max_hz": np.float64(cfg.mf_rate_max_hz)}
-    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc, "cf": conn.n_pc}
+    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc, "cf": conn.n_pc}
     trains = dict(pred.spikes)
     trains["cf"] = [olive[q]["cf"] for q in range(2)]
     for pop, per_query in trains.items():

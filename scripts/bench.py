@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
           f"{cfg.window_ms:g} ms per sample at dt {cfg.dt_ms:g} ms")
 
     # naive: one Brian2 run per sample, one copy (same compiled code, warm cache)
-    with SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=1, chunks_per_run=1,
+    with SpikingEngine(cfg, conn, w, batch_size=1, chunks_per_run=1,
                        workers=1, seed=args.seed) as naive:
         naive.predict(x[:2])  # build and warm up
         t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     naive_rate = args.naive_n / naive_s
     print(f"naive loop   : {args.naive_n} samples in {naive_s:.2f} s = {naive_rate:.1f} samples/s")
 
-    with SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=batch,
+    with SpikingEngine(cfg, conn, w, batch_size=batch,
                        chunks_per_run=e.chunks_per_run, workers=args.workers, seed=args.seed) as eng:
         eng.predict(x[: batch * args.workers])  # build (workers start) and warm up
         t0 = time.perf_counter()
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.training:
         tcfg = SpikingTrainConfig(epochs=1)
         t0 = time.perf_counter()
-        _, _, curve = train_network(ds.x_train, ds.y_train, cfg, tcfg, args.seed, n_classes=ds.n_classes)
+        _, _, curve, _ = train_network(ds.x_train, ds.y_train, cfg, tcfg, args.seed, n_classes=ds.n_classes)
         total = time.perf_counter() - t0
         print(f"training     : one digits epoch ({len(ds.x_train)} samples x {cfg.window_ms:g} ms) in "
               f"{curve[0]['train_s']:.2f} s after the build ({total:.1f} s including the build)")

@@ -18,7 +18,8 @@ The spiking networks have the shape of the engines of ``tests/test_spiking.py`` 
 network), so Brian2's compiled code in the project cache is shared. The run folder for the
 end-to-end test is not trained by the Brian2 standalone trainer (minutes to build): its PF-PC
 weights are set in one shot from the class means of the granule activity of the training
-patterns (a Hebbian readout), which classifies the patterns well above chance.
+patterns (a Hebbian readout about ``w_init`` with a fitted class balance), which classifies the
+patterns above chance.
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def engine():
 
     conn = make_connectivity(CFG, N_IN, N_CLASSES, seed=1)
     weights = np.random.default_rng(2).random((conn.n_grc, conn.n_pc))
-    with SpikingEngine(CFG, conn, weights, window_ms=CFG.window_ms, dt_ms=CFG.dt_ms, batch_size=BATCH,
-                       chunks_per_run=CHUNKS, workers=1, noise="frozen", seed=11) as eng:
+    with SpikingEngine(CFG, conn, weights, batch_size=BATCH, chunks_per_run=CHUNKS, workers=1, noise="frozen",
+                       seed=11) as eng:
         yield eng
 
 
@@ -471,14 +472,27 @@ def spiking_run(tmp_path_factory):
     ds = load_task(task)
     conn = make_connectivity(CFG, N_IN, N_CLASSES, seed=0)
     w0 = initial_weights(CFG, conn, 0)
-    with SpikingEngine(CFG, conn, w0, window_ms=CFG.window_ms, dt_ms=CFG.dt_ms, batch_size=BATCH,
-                       chunks_per_run=CHUNKS, workers=1, seed=0) as eng:
+    with SpikingEngine(CFG, conn, w0, batch_size=BATCH, chunks_per_run=CHUNKS, workers=1, seed=0) as eng:
         grc = eng.predict(ds.x_train).counts["grc"].astype(np.float64)
         diff = grc[ds.y_train == 1].mean(0) - grc[ds.y_train == 0].mean(0)
-        w = np.empty_like(w0)
-        for c, sign in ((0, -1.0), (1, 1.0)):
-            w[:, c * CFG.pc_per_class:(c + 1) * CFG.pc_per_class] = \
-                np.clip(CFG.w_mli + 0.5 * sign * diff / np.abs(diff).max(), 0, CFG.w_max)[:, None]
+
+        def readout(bias: float) -> np.ndarray:
+            """Weights about w_init (where the interneurons' inhibition balances the PF input): up
+            for class 1 and down for class 0 on the fibres more active for class 1, shifted by bias."""
+            w = np.empty_like(w0)
+            for c, sign in ((0, -1.0), (1, 1.0)):
+                w[:, c * CFG.pc_per_class:(c + 1) * CFG.pc_per_class] = \
+                    np.clip(CFG.w_init + sign * (2.0 * diff / np.abs(diff).max() + bias), 0, CFG.w_max)[:, None]
+            return w
+
+        # the Purkinje cells' intrinsic drives differ from cell to cell, so the balance of the two
+        # classes is fitted: bisection on the mean score difference over the training patterns
+        lo, hi = -0.5, 0.5
+        for _ in range(8):
+            eng.set_weights(readout(0.5 * (lo + hi)))
+            s = eng.predict(ds.x_train).scores
+            lo, hi = (0.5 * (lo + hi), hi) if (s[:, 1] - s[:, 0]).mean() < 0 else (lo, 0.5 * (lo + hi))
+        w = readout(0.5 * (lo + hi))
         eng.set_weights(w)
         acc = float((eng.predict(ds.x_test).labels == ds.y_test).mean())
     config = {"model_kind": "spiking", "task": to_dict(task), "model": asdict(CFG),
@@ -503,7 +517,7 @@ ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct"
 
 def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
     from core.runs import load_npz, read_csv
-    from models.surrogate import load_surrogate
+    from models.surrogate import POPS, load_surrogate
     from scripts.cli import main
 
     run_dir, ds = spiking_run
@@ -572,7 +586,7 @@ def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
         scores = sur.rates(torch.as_tensor(ds.x_test[:20], dtype=torch.float64))["scores"].numpy()
     np.testing.assert_allclose(fid["surrogate_scores"], scores, rtol=1e-4, atol=1e-3)
     assert fid["spiking_grc"].shape == (20, CFG.width)
-    assert sur.param_dict() != {pop: [1.0, 0.0, 1.0, 1.0] for pop in ("grc", "goc", "pc")}
+    assert set(sur.param_dict()) == set(POPS) and all(sur.param_dict()[pop] != [1.0, 0.0, 1.0, 1.0] for pop in POPS)
 
     # spike trains of a clean and an adversarial image
     spikes = load_npz(run / "spikes.npz")

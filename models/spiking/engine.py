@@ -3,11 +3,11 @@
 ``SpikingEngine.predict(x)`` splits ``x`` into chunks of ``batch_size`` queries and simulates
 them in a Brian2 network of ``batch_size`` independent copies of the trained network, built and
 compiled once and then reused: up to ``chunks_per_run`` chunks run back to back in one Brian2
-``run`` (the state is reset to rest between chunks), so the per-run set-up is paid once per
+``run`` (every chunk starts from the network's steady state), so the per-run set-up is paid once per
 ``batch_size * chunks_per_run`` queries. A request shorter than ``batch_size`` runs on a smaller
 network of the same process (the next power of two from 8 copies up, built on first use from the
 same compiled code), so a short call does not simulate idle copies. It returns class scores and
-spike counts of the granule, Golgi and Purkinje populations. With ``workers > 1`` the queries
+spike counts of the granule, Golgi, interneuron and Purkinje populations. With ``workers > 1`` the queries
 are split among worker processes, each holding its own networks.
 
 Noise modes: ``frozen`` — the mossy-fibre noise of query ``n`` is a fixed function of
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.spiking.network import Connectivity
-from models.spiking.params import SpikingConfig
+from models.spiking.params import EngineConfig, SpikingConfig
 
 log = logging.getLogger(__name__)
 
-POPULATIONS = ("mf", "grc", "goc", "pc")  # "mf" can be recorded; counts cover grc, goc, pc
+POPULATIONS = ("mf", "grc", "goc", "mli", "pc")  # "mf" can be recorded; counts cover the others
 
 __all__ = ["Prediction", "SpikingEngine", "scores_from_counts"]
 
@@ -64,10 +64,11 @@ class _Runner:
     """One built network of ``copies`` copies; one ``run`` simulates up to ``copies * max_chunks`` queries."""
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, copies: int, dt_ms: float,
-                 window_ms: float, max_chunks: int, record: tuple[str, ...] = ()):
+                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), start: dict | None = None):
         from models.spiking.network import build_inference_net
 
-        self.inet = build_inference_net(cfg, conn, weights, copies, dt_ms, window_ms, max_chunks, record=tuple(record))
+        self.inet = build_inference_net(cfg, conn, weights, copies, dt_ms, window_ms, max_chunks, record=tuple(record),
+                                        start=start)
         self.capacity = copies * max_chunks
         # Brian2 calls gc.collect() on every run(); freezing the objects that exist now keeps
         # that collection from walking the whole heap (0.3 s per call measured without it).
@@ -77,6 +78,16 @@ class _Runner:
         from models.spiking.network import set_inference_weights
 
         set_inference_weights(self.inet, weights)
+
+    def set_mf_grc_weights(self, w_mv: np.ndarray) -> None:
+        from models.spiking.network import set_mf_grc_weights
+
+        set_mf_grc_weights(self.inet, w_mv)
+
+    def set_start(self, state: dict) -> None:
+        from models.spiking.network import set_start_state
+
+        set_start_state(self.inet, state)
 
     def run(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int) -> tuple[dict, dict]:
         from models.spiking.network import run_inference_chunks
@@ -103,25 +114,55 @@ def copies_for(n: int, batch_size: int) -> int:
 class _Runners:
     """The networks of one process, built on demand, one per size :func:`copies_for` picks (the
     compiled code is shared: sizes are not part of it). Queries never depend on the size that
-    simulates them (frozen noise is a function of input, slot and seed)."""
+    simulates them (frozen noise is a function of input, slot and seed), and every network starts
+    each presentation from the same steady state, computed once on the smallest network."""
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, batch_size: int, dt_ms: float,
-                 window_ms: float, max_chunks: int, record: tuple[str, ...] = ()):
+                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), seed: int = 0):
         self.cfg, self.conn, self.weights = cfg, conn, np.array(weights, dtype=np.float64)
         self.batch_size, self.dt_ms, self.window_ms, self.max_chunks = batch_size, dt_ms, window_ms, max_chunks
-        self.record = tuple(record)
+        self.record, self.seed = tuple(record), int(seed)
+        self.mf_grc_w = np.array(conn.mf_grc_w_mv, dtype=np.float64)
         self.nets: dict[int, _Runner] = {}
+        self.start: dict | None = None
+
+    def _build(self, copies: int) -> _Runner:
+        r = _Runner(self.cfg, self.conn, self.weights, copies, self.dt_ms, self.window_ms,
+                    self.max_chunks if copies == self.batch_size else 1, self.record, self.start)
+        r.set_mf_grc_weights(self.mf_grc_w)
+        return r
+
+    def steady_state(self) -> dict:
+        """The start state of every presentation (computed on first use, after any weight change)."""
+        if self.start is None:
+            from models.spiking.network import steady_state
+
+            small = min(MIN_COPIES, self.batch_size)
+            if small not in self.nets:
+                self.nets[small] = self._build(small)
+            self.start = steady_state(self.nets[small].inet, self.seed)
+            for runner in self.nets.values():
+                runner.set_start(self.start)
+        return self.start
 
     def get(self, copies: int) -> _Runner:
+        start = self.steady_state()
         if copies not in self.nets:
-            self.nets[copies] = _Runner(self.cfg, self.conn, self.weights, copies, self.dt_ms, self.window_ms,
-                                        self.max_chunks if copies == self.batch_size else 1, self.record)
+            self.nets[copies] = self._build(copies)
+        self.nets[copies].set_start(start)
         return self.nets[copies]
 
     def set_weights(self, weights: np.ndarray) -> None:
         self.weights = np.array(weights, dtype=np.float64)
         for runner in self.nets.values():
             runner.set_weights(self.weights)
+        self.start = None
+
+    def set_mf_grc_weights(self, w_mv: np.ndarray) -> None:
+        self.mf_grc_w = np.array(w_mv, dtype=np.float64)
+        for runner in self.nets.values():
+            runner.set_mf_grc_weights(self.mf_grc_w)
+        self.start = None
 
     def run_all(self, rates, slots, seed):
         """Run ``len(rates)`` queries: one chunk on a small network, or runs of at most
@@ -138,9 +179,9 @@ def _worker_main(conn_pipe, init_args):
     import traceback
 
     try:
-        cfg_dict, conn_arrays, weights, copies, dt_ms, window_ms, max_chunks, record = init_args
+        cfg_dict, conn_arrays, weights, copies, dt_ms, window_ms, max_chunks, record, seed = init_args
         runners = _Runners(SpikingConfig(**cfg_dict), Connectivity.from_arrays(conn_arrays), weights, copies, dt_ms,
-                           window_ms, max_chunks, record)
+                           window_ms, max_chunks, record, seed)
         runners.get(copies)  # the largest network now, so that a build failure shows at start
         conn_pipe.send(("ready", None))
     except BaseException:
@@ -154,6 +195,11 @@ def _worker_main(conn_pipe, init_args):
             if msg[0] == "weights":
                 runners.set_weights(msg[1])
                 conn_pipe.send(("ok", None))
+            elif msg[0] == "mf_grc":
+                runners.set_mf_grc_weights(msg[1])
+                conn_pipe.send(("ok", None))
+            elif msg[0] == "state":
+                conn_pipe.send(("ok", runners.steady_state()))
             elif msg[0] == "run":
                 conn_pipe.send(("ok", runners.run_all(*msg[1:])))
         except BaseException:
@@ -221,8 +267,10 @@ class SpikingEngine:
 
     Parameters
     ----------
-    cfg, conn, weights : the network (``weights`` is ``(n_grc, n_pc)``).
-    window_ms, dt_ms : presentation window and simulation step.
+    cfg, conn, weights : the network (``weights`` is ``(n_grc, n_pc)``); the presentation window and
+        the simulation step are ``cfg.window_ms`` and ``cfg.dt_ms``.
+    engine_cfg : the engine settings (:class:`EngineConfig`); the keyword arguments below override
+        single fields of it (``None``: take it from ``engine_cfg``).
     batch_size : copies per simulated network.
     chunks_per_run : chunks of ``batch_size`` queries simulated back to back in one Brian2 run
         (amortises the per-run set-up).
@@ -232,9 +280,15 @@ class SpikingEngine:
     record : populations whose spike trains are kept (for rasters), e.g. ``("grc", "pc")``.
     """
 
-    def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, *, window_ms: float = 100.0,
-                 dt_ms: float = 0.1, batch_size: int = 50, chunks_per_run: int = 10, workers: int = 1,
-                 noise: str = "frozen", seed: int = 0, record: tuple[str, ...] = ()):
+    def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, engine_cfg: EngineConfig | None = None,
+                 *, seed: int = 0, record: tuple[str, ...] = (), batch_size: int | None = None,
+                 chunks_per_run: int | None = None, workers: int | None = None, noise: str | None = None):
+        e = engine_cfg or EngineConfig()
+        batch_size = e.copies(cfg.width) if batch_size is None else batch_size
+        chunks_per_run = e.chunks_per_run if chunks_per_run is None else chunks_per_run
+        workers = e.workers if workers is None else workers
+        noise = e.noise if noise is None else noise
+        window_ms, dt_ms = cfg.window_ms, cfg.dt_ms
         if noise not in ("frozen", "fresh"):
             raise ValueError(f"noise must be 'frozen' or 'fresh', got {noise!r}")
         unknown = set(record) - set(POPULATIONS)
@@ -266,12 +320,12 @@ class SpikingEngine:
         from dataclasses import asdict
 
         return (asdict(self.cfg), self.conn.to_arrays(), self._weights, self.batch_size, self.dt_ms, self.window_ms,
-                self.chunks_per_run, self.record)
+                self.chunks_per_run, self.record, self.seed)
 
     def _ensure(self):
         if self.workers == 1 and self._local is None:
             self._local = _Runners(self.cfg, self.conn, self._weights, self.batch_size, self.dt_ms, self.window_ms,
-                                   self.chunks_per_run, self.record)
+                                   self.chunks_per_run, self.record, self.seed)
         elif self.workers > 1 and self._pool is None:
             self._pool = _WorkerPool(self.workers, self._init_args())
 
@@ -303,10 +357,30 @@ class SpikingEngine:
         if self._pool is not None:
             self._pool.broadcast(("weights", w))
 
+    def set_mf_grc_weights(self, w_mv: np.ndarray) -> None:
+        """Replace the MF-GrC EPSPs (mV, ``Connectivity.mf_grc_i`` order) without rebuilding (calibration)."""
+        w = np.array(w_mv, dtype=np.float64)
+        if w.shape != self.conn.mf_grc_w_mv.shape:
+            raise ValueError(f"MF-GrC weights must have shape {self.conn.mf_grc_w_mv.shape}, got {w.shape}")
+        from dataclasses import replace
+
+        self.conn = replace(self.conn, mf_grc_w_mv=w)
+        if self._local is not None:
+            self._local.set_mf_grc_weights(w)
+        if self._pool is not None:
+            self._pool.broadcast(("mf_grc", w))
+
+    def steady_state(self) -> dict:
+        """The state every presentation starts from (one copy; volt): see :func:`models.spiking.network.steady_state`."""
+        self._ensure()
+        if self._pool is None:
+            return self._local.steady_state()
+        return self._pool.map([("state",)])[0]
+
     # -- queries
     def rates_hz(self, x: np.ndarray) -> np.ndarray:
         """Mossy-fibre rates ``(n, n_mf)`` for inputs ``x`` in [0, 1]."""
-        return self.cfg.mf_rate_min_hz + x * (self.cfg.mf_rate_max_hz - self.cfg.mf_rate_min_hz)
+        return self.cfg.mf_rates_hz(x)
 
     def predict(self, x: np.ndarray, *, noise: str | None = None, slots: np.ndarray | None = None,
                 seed: int | None = None) -> Prediction:

@@ -1,55 +1,63 @@
-"""The spiking cerebellum in Brian2: connectivity, equations and network builders.
+"""The spiking cerebellum in Brian2: wiring, equations and the two network builders.
 
-Populations (per copy of the network)
--------------------------------------
-MF   mossy fibres, one per input feature, Poisson: ``rate = r_min + x (r_max - r_min)``.
-GrC  granule cells, LIF with delta EPSPs from exactly K mossy fibres and a slow inhibitory
-     current from Golgi cells::
+Populations (per copy of the network), from input to output
+-----------------------------------------------------------
+MF   mossy fibres, one per input feature, Poisson at ``SpikingConfig.mf_rates_hz(x)``.
+GrC  granule cells: LIF whose inhibition is a conductance (it shunts towards ``E_GABA`` and can
+     never push the membrane below it), tonic plus phasic Golgi inhibition; exactly K mossy
+     fibres each, EPSP jumps ``w_ij`` (log-normal across synapses, scaled per network so that the
+     evoked coding level is ``grc_coding_level``)::
 
-         dv/dt  = (v_rest - g_tonic - v - g_inh) / tau_m
-         dg_inh/dt = -g_inh / tau_inh            (Golgi spike: g_inh += w_goc_grc)
+         tau_m dv/dt = (E_L - v) + (g_tonic + g_goc) (E_GABA - v)
+         dg_goc/dt   = -g_goc / tau_goc_grc              (Golgi spike: g_goc += g_goc_grc)
 
-GoC  Golgi cells, LIF with tonic drive, excited by mossy fibres (feed-forward) and parallel
-     fibres (feedback), inhibiting granule cells::
+GoC  Golgi cells: adaptive LIF pacemakers (slow AHP), excited by mossy fibres (feed-forward) and
+     parallel fibres (feedback)::
 
-         dv/dt = (v_rest + drive - v) / tau_m
+         tau_m dv/dt = (V_rest + drive - v - a),   da/dt = -a / tau_ahp   (spike: a += ahp)
 
-PC   Purkinje cells, ``pc_per_class`` per class, LIF with tonic drive (spontaneous firing).
-     Each parallel-fibre spike moves the PC by ``j_pf (w - w_mli)``: the plastic excitatory
-     PF synapse (w in [0, w_max]) together with the fixed feed-forward inhibition that the same
-     PF spike recruits through molecular-layer interneurons (lumped, no delay), so that the
-     effective readout weight is signed.
+MLI  molecular-layer interneurons (stellate/basket): the same pacemaker model, excited by
+     ``pf_per_mli`` random parallel fibres, each inhibiting ``mli_to_pc`` random Purkinje cells
+     (feed-forward inhibition: it makes the readout signed).
+PC   Purkinje cells, ``pc_per_class`` per class: LIF pacemakers (heterogeneous intrinsic drive),
+     PF EPSPs ``j_pf w`` (w the plastic weight in [0, w_max]) and MLI conductance inhibition::
+
+         tau_m dv/dt = (E_L + drive_i - v) + g_mli (E_GABA - v),   dg_mli/dt = -g_mli / tau_mli_pc
+
 IO   inferior olive (training only), one cell per PC, Poisson at
-     ``clip(cf_base + s cf_gain (r - r_target), 0, cf_max)`` with ``r`` the PC's rate trace
-     (tau 20 ms), ``r_target`` high for the labelled class and low otherwise, and ``s = +1``
-     (``ltd='cf'``) or ``-1`` (``ltd='none'``).
+     ``clip(cf_base + cf_gain (r - r_target), 0, cf_max)``, ``r`` the PC's rate trace (tau 20 ms),
+     ``r_target`` high for the labelled class and low otherwise: the olive fires more when the
+     Purkinje cell fires too much.
 
-Plasticity (training only), on the PF-PC synapse, with ``x`` the presynaptic PF
-eligibility trace (``dx/dt = -x / tau_elig``, ``x += 1`` per GrC spike)::
+Plasticity (training only), on the PF-PC synapse, with ``x`` the presynaptic PF eligibility
+trace (``dx/dt = -x / tau_elig``, ``x += 1`` per GrC spike)::
 
-    ltd='cf':   PF spike:  w += a_ltp          CF event:  w -= a_ltd x
-    ltd='none': PF spike:  w -= a_ltp          CF event:  w += a_ltd x
+    ltd='cf':   PF spike:  w += a_ltp                               CF event: w -= a_ltd x
+    ltd='none': PF spike:  w += a_ltp (1 - min(1, c))               CF event: c += 1 (no change of w)
+                between events w relaxes to w_init with tau_decay   (dc/dt = -c / tau_veto)
 
-clipped to [0, w_max], with ``a_ltd = a_ltp / (cf_base tau_elig)`` so that LTP and LTD
-balance at the baseline climbing-fibre rate (a spiking delta rule).
+clipped to [0, w_max], with ``a_ltd = a_ltp / (cf_base tau_elig)`` so that LTP and LTD balance at
+the baseline climbing-fibre rate (a spiking delta rule). In the control no climbing fibre ever
+depresses a synapse: the climbing fibre only vetoes LTP (see :class:`~models.spiking.params.SpikingConfig`).
 
-Readout and sign convention
----------------------------
-The score of class c is the mean spike count of its Purkinje cells over the presentation
-window divided by the window (Hz): *higher Purkinje firing = more evidence for the class*; the
-prediction is the arg-max. Spike counts tie: the prediction is then the lowest tied class index
-(numpy's ``argmax``), and an input that silences every Purkinje cell is read as class 0; the
-attack suite reports how many adversarials sit on such a tie. (In the real circuit Purkinje cells
-inhibit the deep nuclei, so the nuclear output would carry the opposite sign.)
+Start of a presentation and readout
+-----------------------------------
+Every presentation (training and evaluation) starts from the same state: the end of a
+``warmup_ms`` simulation under background mossy-fibre input (every fibre at ``mf_rate_min_hz``),
+started from rest with random pacemaker phases (:func:`steady_state`): the network's steady
+state, so no onset transient is counted. The score of class c is the mean spike count of its
+Purkinje cells from ``readout_start_ms`` to the end of the window, in Hz: *higher Purkinje firing
+= more evidence for the class*; the prediction is the arg-max (ties go to the lowest index).
 
-At evaluation the olive is absent (plasticity is off); :func:`simulate_with_olive` runs an input
-through the training network with the olive on and plasticity scaled to zero, to show the
-climbing-fibre response an input would evoke.
+Two builders share the equations: :func:`build_training_net` (one copy, Brian2 ``Synapses``
+everywhere, runs as ``cpp_standalone``) and :func:`build_inference_net` (many copies; the
+all-to-all MF-GrC and PF-PC/MLI projections are compiled functions over one shared weight table
+instead of replicated synapses, and are tested against ``Synapses``).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,39 +66,59 @@ from models.spiking.params import SpikingConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["Connectivity", "make_connectivity", "initial_weights", "pc_class", "InferenceNet", "build_inference_net",
-           "set_inference_weights", "run_inference_chunks", "TrainingNet", "build_training_net", "epoch_namespace",
-           "simulate_with_olive"]
+           "set_inference_weights", "set_mf_grc_weights", "run_inference_chunks", "TrainingNet", "build_training_net",
+           "epoch_namespace", "simulate_with_olive", "STATE_VARS", "initial_state"]
+
+# the state variables of each population that a presentation starts from
+STATE_VARS = {"grc": ("v", "g_goc"), "goc": ("v", "a"), "mli": ("v", "a"), "pc": ("v", "g_mli")}
 
 
+# ============================================================================ wiring
 @dataclass(frozen=True)
 class Connectivity:
-    """Index arrays of one copy of the network (presynaptic ``*_i``, postsynaptic ``*_j``)."""
+    """The fixed random structure of one copy of the network.
+
+    Index arrays (presynaptic ``*_i``, postsynaptic ``*_j``), the MF-GrC EPSP of every synapse
+    ``mf_grc_w_mv`` (after calibration), and the intrinsic drive of every Purkinje cell
+    ``pc_drive_mv``.
+    """
 
     n_mf: int
     n_grc: int
     n_goc: int
+    n_mli: int
     n_pc: int
     n_classes: int
     mf_grc_i: np.ndarray
     mf_grc_j: np.ndarray
+    mf_grc_w_mv: np.ndarray
     mf_goc_i: np.ndarray
     mf_goc_j: np.ndarray
     grc_goc_i: np.ndarray
     grc_goc_j: np.ndarray
     goc_grc_i: np.ndarray
     goc_grc_j: np.ndarray
+    grc_mli_i: np.ndarray
+    grc_mli_j: np.ndarray
+    mli_pc_i: np.ndarray
+    mli_pc_j: np.ndarray
+    pc_drive_mv: np.ndarray
 
-    ARRAYS = ("mf_grc_i", "mf_grc_j", "mf_goc_i", "mf_goc_j", "grc_goc_i", "grc_goc_j", "goc_grc_i", "goc_grc_j")
-    SIZES = ("n_mf", "n_grc", "n_goc", "n_pc", "n_classes")
+    ARRAYS = ("mf_grc_i", "mf_grc_j", "mf_goc_i", "mf_goc_j", "grc_goc_i", "grc_goc_j", "goc_grc_i", "goc_grc_j",
+              "grc_mli_i", "grc_mli_j", "mli_pc_i", "mli_pc_j")
+    FLOATS = ("mf_grc_w_mv", "pc_drive_mv")
+    SIZES = ("n_mf", "n_grc", "n_goc", "n_mli", "n_pc", "n_classes")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         out = {f"conn_{name}": np.asarray(getattr(self, name), dtype=np.int32) for name in self.ARRAYS}
+        out.update({f"conn_{name}": np.asarray(getattr(self, name), dtype=np.float64) for name in self.FLOATS})
         out.update({f"conn_{name}": np.int64(getattr(self, name)) for name in self.SIZES})
         return out
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> "Connectivity":
         kw = {name: np.asarray(arrays[f"conn_{name}"], dtype=np.int32) for name in cls.ARRAYS}
+        kw.update({name: np.asarray(arrays[f"conn_{name}"], dtype=np.float64) for name in cls.FLOATS})
         kw.update({name: int(arrays[f"conn_{name}"]) for name in cls.SIZES})
         return cls(**kw)
 
@@ -98,44 +126,61 @@ class Connectivity:
         """Number of MF synapses on each granule cell, shape ``(n_grc,)``."""
         return np.bincount(self.mf_grc_j, minlength=self.n_grc)
 
+    def with_mf_grc_scale(self, scale: float) -> "Connectivity":
+        """The same network with every MF-GrC EPSP multiplied by ``scale`` (the calibration knob)."""
+        from dataclasses import replace
+
+        return replace(self, mf_grc_w_mv=self.mf_grc_w_mv * float(scale))
+
 
 def _choose_k(rng: np.random.Generator, n_pre: int, n_post: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each postsynaptic cell gets exactly ``k`` distinct presynaptic cells."""
+    """Each postsynaptic cell gets exactly ``k`` distinct presynaptic cells (post-major order).
+
+    No ``(n_post, n_pre)`` table is ever held: rows are drawn in blocks of at most ~4M keys, or
+    one ``choice`` per row when the presynaptic population is large.
+    """
     if k > n_pre:
         raise ValueError(f"cannot choose {k} distinct inputs out of {n_pre}")
     if k == n_pre:
         pre = np.tile(np.arange(n_pre), n_post)
+    elif n_pre <= 4096:
+        block = max(1, (1 << 22) // n_pre)
+        parts = []
+        for s in range(0, n_post, block):
+            keys = rng.random((min(block, n_post - s), n_pre))
+            parts.append(np.argpartition(keys, k - 1, axis=1)[:, :k].ravel())
+        pre = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     else:
-        # argsort of uniform keys: k distinct indices per row, vectorised
-        keys = rng.random((n_post, n_pre))
-        pre = np.argpartition(keys, k - 1, axis=1)[:, :k].ravel()
+        pre = np.concatenate([rng.choice(n_pre, k, replace=False) for _ in range(n_post)]) if n_post else np.zeros(0)
     post = np.repeat(np.arange(n_post), k)
     return pre.astype(np.int32), post.astype(np.int32)
 
 
-def _bernoulli(rng: np.random.Generator, n_pre: int, n_post: int, p: float) -> tuple[np.ndarray, np.ndarray]:
-    mask = rng.random((n_pre, n_post)) < p
-    pre, post = np.nonzero(mask)
-    return pre.astype(np.int32), post.astype(np.int32)
-
-
 def make_connectivity(cfg: SpikingConfig, n_inputs: int, n_classes: int, seed: int) -> Connectivity:
-    """Draw the fixed random wiring of one network from ``seed``."""
+    """Draw the fixed random structure of one network from ``seed`` (before calibration:
+    MF-GrC EPSPs have mean ``w_mf_grc_mv``)."""
     from core.errors import ConfigError
 
     if cfg.k > n_inputs:
         raise ConfigError(f"model.k = {cfg.k} exceeds the number of mossy fibres (inputs) {n_inputs}")
     rng = np.random.default_rng([seed, 1])
-    n_grc, n_goc = cfg.width, cfg.n_goc
+    n_grc, n_goc, n_pc = cfg.width, cfg.n_goc, cfg.pc_per_class * n_classes
+    n_mli = cfg.n_mli(n_pc)
     mf_grc = _choose_k(rng, n_inputs, n_grc, cfg.k)
-    mf_goc = _bernoulli(rng, n_inputs, n_goc, cfg.p_mf_goc)
-    p_pf = min(1.0, cfg.pf_per_goc / n_grc)
-    grc_goc = _bernoulli(rng, n_grc, n_goc, p_pf)
+    sigma = np.sqrt(np.log1p(cfg.w_mf_grc_cv ** 2))
+    w_rel = rng.lognormal(-sigma ** 2 / 2, sigma, len(mf_grc[0])) if sigma > 0 else np.ones(len(mf_grc[0]))
+    mf_goc = _choose_k(rng, n_inputs, n_goc, min(cfg.mf_per_goc, n_inputs))
+    grc_goc = _choose_k(rng, n_grc, n_goc, min(cfg.pf_per_goc, n_grc))
     goc_grc = _choose_k(rng, n_goc, n_grc, min(cfg.goc_per_grc, n_goc)) if cfg.goc_per_grc else (np.zeros(0, np.int32),) * 2
+    grc_mli = _choose_k(rng, n_grc, n_mli, min(cfg.pf_per_mli, n_grc))
+    mli_pc = _choose_k(rng, n_mli, n_pc, min(cfg.mli_to_pc, n_mli))
+    drive = cfg.pc_drive_mv + cfg.pc_drive_jitter_mv * (2 * rng.random(n_pc) - 1)
     return Connectivity(
-        n_mf=n_inputs, n_grc=n_grc, n_goc=n_goc, n_pc=cfg.pc_per_class * n_classes, n_classes=n_classes,
-        mf_grc_i=mf_grc[0], mf_grc_j=mf_grc[1], mf_goc_i=mf_goc[0], mf_goc_j=mf_goc[1],
-        grc_goc_i=grc_goc[0], grc_goc_j=grc_goc[1], goc_grc_i=goc_grc[0], goc_grc_j=goc_grc[1],
+        n_mf=n_inputs, n_grc=n_grc, n_goc=n_goc, n_mli=n_mli, n_pc=n_pc, n_classes=n_classes,
+        mf_grc_i=mf_grc[0], mf_grc_j=mf_grc[1], mf_grc_w_mv=cfg.w_mf_grc_mv * w_rel,
+        mf_goc_i=mf_goc[0], mf_goc_j=mf_goc[1], grc_goc_i=grc_goc[0], grc_goc_j=grc_goc[1],
+        goc_grc_i=goc_grc[0], goc_grc_j=goc_grc[1], grc_mli_i=grc_mli[0], grc_mli_j=grc_mli[1],
+        mli_pc_i=mli_pc[0], mli_pc_j=mli_pc[1], pc_drive_mv=drive,
     )
 
 
@@ -151,7 +196,35 @@ def pc_class(conn: Connectivity) -> np.ndarray:
     return np.repeat(np.arange(conn.n_classes), conn.n_pc // conn.n_classes)
 
 
-# ============================================================================ Brian2 parts
+def initial_state(cfg: SpikingConfig, conn: Connectivity, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Where the warm-up starts: granule cells at rest with no conductance, and the pacemakers at
+    uniformly random phases, so that they do not start (and stay) in phase. Values in volt
+    (dimensionless for conductances).
+
+    For the adaptive pacemakers (GoC, MLI) the phase lives in the slow AHP variable: between
+    spikes ``a`` decays from ``a_th + ahp`` to ``a_th`` (``a_th`` the adaptation at which the cell
+    reaches threshold), so a uniform phase is a log-uniform ``a`` in that range, with the membrane
+    at its quasi-static value below threshold. Purkinje cells: uniform between reset and threshold.
+    """
+    rng = np.random.default_rng([seed, 5])
+    mv = 1e-3
+
+    def pacemaker(n, rest, drive, th, ahp):
+        a_th = max(0.5, rest + drive - th + 0.5)
+        a = a_th * ((a_th + ahp) / a_th) ** rng.random(n)
+        v = np.minimum(rest + drive - a, th - 0.5)
+        return {"v": v * mv, "a": a * mv}
+
+    return {
+        "grc": {"v": np.full(conn.n_grc, cfg.grc_e_leak_mv * mv), "g_goc": np.zeros(conn.n_grc)},
+        "goc": pacemaker(conn.n_goc, cfg.goc_v_rest_mv, cfg.goc_drive_mv, cfg.goc_v_thresh_mv, cfg.goc_ahp_mv),
+        "mli": pacemaker(conn.n_mli, cfg.mli_v_rest_mv, cfg.mli_drive_mv, cfg.mli_v_thresh_mv, cfg.mli_ahp_mv),
+        "pc": {"v": (cfg.pc_v_reset_mv + (cfg.pc_v_thresh_mv - cfg.pc_v_reset_mv) * rng.random(conn.n_pc)) * mv,
+               "g_mli": np.zeros(conn.n_pc)},
+    }
+
+
+# ============================================================================ parameters and equations
 def _namespace(b2, cfg: SpikingConfig) -> dict:
     """Every constant the equations use, with Brian2 units; names are unique per population
     (a synapse constant named like ``tau_pre`` would be read as a presynaptic variable)."""
@@ -160,49 +233,30 @@ def _namespace(b2, cfg: SpikingConfig) -> dict:
     ms, mV, Hz = b2.ms, b2.mV, b2.Hz
     return {
         "mf_uniform": brian2_function(b2),
-        "grc_tau": cfg.grc_tau_m_ms * ms, "grc_tonic": cfg.grc_tonic_inh_mv * mV, "grc_vrest": cfg.grc_v_rest_mv * mV,
-        "grc_vth": cfg.grc_v_thresh_mv * mV, "grc_vreset": cfg.grc_v_reset_mv * mV,
-        "inh_tau": cfg.tau_goc_grc_ms * ms, "elig_tau": cfg.tau_elig_ms * ms,
-        "goc_tau": cfg.goc_tau_m_ms * ms, "goc_vrest": cfg.goc_v_rest_mv * mV,
-        "goc_vth": cfg.goc_v_thresh_mv * mV, "goc_vreset": cfg.goc_v_reset_mv * mV, "goc_drive": cfg.goc_drive_mv * mV,
-        "pc_tau": cfg.pc_tau_m_ms * ms, "pc_vrest": cfg.pc_v_rest_mv * mV,
-        "pc_vth": cfg.pc_v_thresh_mv * mV, "pc_vreset": cfg.pc_v_reset_mv * mV, "pc_drive": cfg.pc_drive_mv * mV,
+        # granule cells
+        "grc_tau": cfg.grc_tau_m_ms * ms, "grc_el": cfg.grc_e_leak_mv * mV, "grc_egaba": cfg.grc_e_gaba_mv * mV,
+        "grc_gt": cfg.grc_g_tonic, "grc_vth": cfg.grc_v_thresh_mv * mV, "grc_vreset": cfg.grc_v_reset_mv * mV,
+        "goc_grc_tau": cfg.tau_goc_grc_ms * ms, "elig_tau": cfg.tau_elig_ms * ms,
+        # Golgi cells
+        "goc_tau": cfg.goc_tau_m_ms * ms, "goc_vrest": cfg.goc_v_rest_mv * mV, "goc_vth": cfg.goc_v_thresh_mv * mV,
+        "goc_vreset": cfg.goc_v_reset_mv * mV, "goc_drive": cfg.goc_drive_mv * mV,
+        "goc_tau_ahp": cfg.goc_tau_ahp_ms * ms, "goc_ahp": cfg.goc_ahp_mv * mV,
+        # molecular-layer interneurons
+        "mli_tau": cfg.mli_tau_m_ms * ms, "mli_vrest": cfg.mli_v_rest_mv * mV, "mli_vth": cfg.mli_v_thresh_mv * mV,
+        "mli_vreset": cfg.mli_v_reset_mv * mV, "mli_drive": cfg.mli_drive_mv * mV,
+        "mli_tau_ahp": cfg.mli_tau_ahp_ms * ms, "mli_ahp": cfg.mli_ahp_mv * mV,
+        # Purkinje cells
+        "pc_tau": cfg.pc_tau_m_ms * ms, "pc_el": cfg.pc_e_leak_mv * mV, "pc_egaba": cfg.pc_e_gaba_mv * mV,
+        "pc_vth": cfg.pc_v_thresh_mv * mV, "pc_vreset": cfg.pc_v_reset_mv * mV, "mli_pc_tau": cfg.tau_mli_pc_ms * ms,
         "rate_tau": cfg.pc_rate_tau_ms * ms,
-        "w_mf_grc": cfg.w_mf_grc_mv * mV, "w_mf_goc": cfg.w_mf_goc_mv * mV, "w_grc_goc": cfg.w_grc_goc_mv * mV,
-        "w_goc_grc": cfg.w_goc_grc_mv * mV, "j_pf": cfg.j_pf_scaled_mv * mV, "w_mli": cfg.w_mli, "w_max": cfg.w_max,
+        # synapses
+        "w_mf_goc": cfg.w_mf_goc_mv * mV, "w_grc_goc": cfg.w_grc_goc_mv * mV, "g_goc_grc": cfg.g_goc_grc,
+        "w_pf_mli": cfg.w_pf_mli_mv * mV, "g_mli_pc": cfg.g_mli_pc, "j_pf": cfg.j_pf_scaled_mv * mV,
+        "w_max": cfg.w_max, "w_init": cfg.w_init,
+        # olive
         "cf_base": cfg.cf_base_hz * Hz, "cf_gain": cfg.cf_gain, "cf_max": cfg.cf_max_hz * Hz,
+        "veto_tau": cfg.tau_veto_ms * ms, "decay_tau": cfg.tau_decay_s * b2.second,
     }
-
-
-GRC_EQS = """
-dv/dt = (grc_vrest - grc_tonic - v - g_inh) / grc_tau : volt
-dg_inh/dt = -g_inh / inh_tau : volt
-"""
-GRC_TRACE_EQS = "dx_pf/dt = -x_pf / elig_tau : 1\n"
-GOC_EQS = "dv/dt = (goc_vrest + goc_drive - v) / goc_tau : volt\n"
-PC_EQS = "dv/dt = (pc_vrest + pc_drive - v) / pc_tau : volt\n"
-PC_TRAIN_EQS = """
-dr/dt = -r / rate_tau : Hz
-cf_flag : 1
-"""
-
-
-def _clocks(b2, dt_ms: float, window_ms: float):
-    """The simulation step clock and the presentation-window clock of one network, with fixed names.
-
-    Brian2 names a clock it creates for a group after the clocks already alive in the process
-    (``mf_clock``, then ``mf_clock_1``, ...), and the name is part of the generated code, so a
-    second network built in one process would compile all its code again. Explicit names keep
-    the code of every network the same (Brian2 only requires names to be unique within a network).
-    """
-    return (b2.Clock(dt=dt_ms * b2.ms, name="cereb_step_clock"),
-            b2.Clock(dt=window_ms * b2.ms, name="cereb_window_clock"))
-
-
-def _offsets(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int, copies: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replicate one copy's synapses ``copies`` times with index offsets per copy."""
-    b = np.arange(copies, dtype=np.int64)[:, None]
-    return (i[None, :] + b * n_pre).ravel(), (j[None, :] + b * n_post).ravel()
 
 
 MF_EQS = """
@@ -211,71 +265,136 @@ fibre : integer (constant)
 noise_seed : integer (shared)
 t_call : second (shared)
 """
+GRC_EQS = """
+dv/dt = ((grc_el - v) + (grc_gt + g_goc) * (grc_egaba - v)) / grc_tau : volt
+dg_goc/dt = -g_goc / goc_grc_tau : 1
+"""
+GOC_EQS = """
+dv/dt = (goc_vrest + goc_drive - v - a) / goc_tau : volt
+da/dt = -a / goc_tau_ahp : volt
+"""
+MLI_EQS = """
+dv/dt = (mli_vrest + mli_drive - v - a) / mli_tau : volt
+da/dt = -a / mli_tau_ahp : volt
+"""
+PC_EQS = """
+dv/dt = ((pc_el + drive - v) + g_mli * (pc_egaba - v)) / pc_tau : volt
+dg_mli/dt = -g_mli / mli_pc_tau : 1
+drive : volt (constant)
+"""
+RESETS = {"grc": "v = grc_vreset", "goc": "v = goc_vreset; a += goc_ahp", "mli": "v = mli_vreset; a += mli_ahp",
+          "pc": "v = pc_vreset"}
+THRESHOLDS = {"grc": "v > grc_vth", "goc": "v > goc_vth", "mli": "v > mli_vth", "pc": "v > pc_vth"}
+# per-neuron start values of a presentation (the steady state): "v_init : volt (constant)" etc.
+INIT_EQS = {pop: "".join(f"{var}_init : {'volt' if var in ('v', 'a') else '1'} (constant)\n" for var in names)
+            for pop, names in STATE_VARS.items()}
+RESTART = {pop: "\n".join(f"{var} = {var}_init" for var in names) for pop, names in STATE_VARS.items()}
 
 
-def _core_groups(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, mf_threshold: str, mf_model: str,
-                 train: bool, ns: dict, clock, inference: bool = False):
-    """MF, GrC, GoC, PC groups and the fixed synapses, ``copies`` independent copies.
+def _clocks(b2, dt_ms: float, window_ms: float):
+    """The simulation step clock and the presentation-window clock of one network, with fixed names.
 
-    A mossy fibre spikes when ``mf_uniform(noise_seed, slot, fibre, step) < rate dt`` (see
-    :mod:`models.spiking.noise`); ``t_call`` marks step 0 of the current call.
+    Brian2 names a clock it creates for a group after the clocks already alive in the process,
+    and the name is part of the generated code, so a second network built in one process would
+    compile all its code again. Explicit names keep the code of every network the same.
     """
-    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + mf_model, threshold=mf_threshold, reset="", clock=clock, namespace=dict(ns), name="mf")
-    mf.fibre = np.tile(np.arange(conn.n_mf), copies)
-    inf_eqs = "nspk : integer\nscratch : 1\nt_call : second (shared)\n" if inference else ""
-    grc_eqs = GRC_EQS + (GRC_TRACE_EQS if train else "") + inf_eqs
-    grc_reset = "v = grc_vreset" + ("; x_pf += 1" if train else "") + ("; nspk += 1; scratch = pf_to_pc(i, n_grc_copy, n_pc_copy)" if inference else "")
-    grc_dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_inh": np.dtype(cfg.grc_state_dtype)}
-    grc = b2.NeuronGroup(conn.n_grc * copies, grc_eqs, threshold="v > grc_vth", reset=grc_reset,
-                         method="exact", clock=clock, namespace=dict(ns), name="grc", dtype=grc_dtype)
-    goc = b2.NeuronGroup(conn.n_goc * copies, GOC_EQS + inf_eqs, threshold="v > goc_vth",
-                         reset="v = goc_vreset" + ("; nspk += 1" if inference else ""),
-                         method="exact", clock=clock, namespace=dict(ns), name="goc")
-    pc_eqs = PC_EQS + (PC_TRAIN_EQS if train else "") + inf_eqs
-    pc_kw = {"events": {"cf": "cf_flag > 0.5"}} if train else {}
-    pc = b2.NeuronGroup(conn.n_pc * copies, pc_eqs, threshold="v > pc_vth",
-                        reset="v = pc_vreset" + ("; r += 1 / rate_tau" if train else "")
-                        + ("; nspk += int(timestep(t - t_call, dt) % chunk_steps >= readout_steps)" if inference else ""),
-                        method="exact", clock=clock, namespace=dict(ns), name="pc", **pc_kw)
-    grc.resetter["spike"].order = -1  # PF input lands before a PC reset of the same step, as with Synapses
-    for g, vr in ((grc, cfg.grc_v_rest_mv), (goc, cfg.goc_v_rest_mv), (pc, cfg.pc_v_rest_mv)):
-        g.v = vr * b2.mV
-    syn = []
-    for name, pre, post, i, j, n_pre, n_post, code in (
-        ("mf_grc", mf, grc, conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, conn.n_grc, "v_post += w_mf_grc"),
-        ("mf_goc", mf, goc, conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc, "v_post += w_mf_goc"),
-        ("grc_goc", grc, goc, conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc, "v_post += w_grc_goc"),
-        ("goc_grc", goc, grc, conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc, "g_inh_post += w_goc_grc"),
-    ):
-        s = b2.Synapses(pre, post, on_pre=code, clock=clock, namespace=ns, name=name)
-        ii, jj = _offsets(i, j, n_pre, n_post, copies)
-        if len(ii):
-            s.connect(i=ii, j=jj)
-        else:
-            s.active = False  # e.g. goc_per_grc = 0: Brian2 refuses to run a Synapses object without synapses
-        syn.append(s)
-    return mf, grc, goc, pc, syn
+    return (b2.Clock(dt=dt_ms * b2.ms, name="cereb_step_clock"),
+            b2.Clock(dt=window_ms * b2.ms, name="cereb_window_clock"))
 
 
-def _dense_pf_pc(conn: Connectivity, copies: int) -> tuple[np.ndarray, np.ndarray]:
-    """All-to-all PF-PC indices (GrC-major, then PC), replicated per copy."""
-    i = np.repeat(np.arange(conn.n_grc, dtype=np.int64), conn.n_pc)
-    j = np.tile(np.arange(conn.n_pc, dtype=np.int64), conn.n_grc)
-    return _offsets(i, j, conn.n_grc, conn.n_pc, copies)
+def _offsets(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int, copies: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate one copy's synapses ``copies`` times with index offsets per copy."""
+    b = np.arange(copies, dtype=np.int64)[:, None]
+    return (np.asarray(i, np.int64)[None, :] + b * n_pre).ravel(), (np.asarray(j, np.int64)[None, :] + b * n_post).ravel()
 
 
+def _cells(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, clock, ns: dict, extra: dict, resets: dict,
+           events: dict | None = None):
+    """GrC, GoC, MLI and PC groups of ``copies`` copies, with their start-value variables."""
+    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
+    eqs = {"grc": GRC_EQS, "goc": GOC_EQS, "mli": MLI_EQS, "pc": PC_EQS}
+    groups = {}
+    for pop in ("grc", "goc", "mli", "pc"):
+        dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_goc": np.dtype(cfg.grc_state_dtype)} if pop == "grc" else None
+        groups[pop] = b2.NeuronGroup(sizes[pop] * copies, eqs[pop] + INIT_EQS[pop] + extra.get(pop, ""),
+                                     threshold=THRESHOLDS[pop], reset=RESETS[pop] + resets.get(pop, ""),
+                                     method="exponential_euler", clock=clock, namespace=dict(ns), name=pop,
+                                     **({"dtype": dtype} if dtype else {}), **({"events": events[pop]}
+                                                                               if events and pop in events else {}))
+    groups["pc"].drive_ = np.tile(conn.pc_drive_mv * 1e-3, copies)
+    return groups
+
+
+def _synapses(b2, name, pre, post, i, j, n_pre, n_post, copies, code, clock, ns, model=""):
+    s = b2.Synapses(pre, post, model=model, on_pre=code, clock=clock, namespace=ns, name=name)
+    ii, jj = _offsets(i, j, n_pre, n_post, copies)
+    if len(ii):
+        s.connect(i=ii, j=jj)
+    else:
+        s.active = False  # e.g. goc_per_grc = 0: Brian2 refuses to run a Synapses object without synapses
+    return s
+
+
+def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock, ns: dict) -> list:
+    """MF-GoC, PF-GoC, GoC-GrC and MLI-PC synapses (the same in both builders)."""
+    g = groups
+    return [
+        _synapses(b2, "mf_goc", mf, g["goc"], conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc, copies,
+                  "v_post += w_mf_goc", clock, ns),
+        _synapses(b2, "grc_goc", g["grc"], g["goc"], conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc, copies,
+                  "v_post += w_grc_goc", clock, ns),
+        _synapses(b2, "goc_grc", g["goc"], g["grc"], conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc, copies,
+                  "g_goc_post += g_goc_grc", clock, ns),
+        _synapses(b2, "mli_pc", g["mli"], g["pc"], conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc, copies,
+                  "g_mli_post += g_mli_pc", clock, ns),
+    ]
+
+
+def _set_start(groups: dict, state: dict, copies: int) -> None:
+    """Load start values (one copy's, in volt) into the ``*_init`` variables of every copy."""
+    for pop, names in STATE_VARS.items():
+        for var in names:
+            setattr(groups[pop], f"{var}_init_", np.tile(np.asarray(state[pop][var], dtype=np.float64), copies))
+
+
+def _csr(pre: np.ndarray, post: np.ndarray, n_pre: int, values: np.ndarray | None = None):
+    """Targets of each presynaptic cell: ``ptr (n_pre + 1,)``, ``idx`` (and ``values``) in pre order."""
+    order = np.argsort(pre, kind="stable")
+    ptr = np.zeros(n_pre + 1, dtype=np.int32)
+    np.cumsum(np.bincount(pre, minlength=n_pre), out=ptr[1:])
+    return ptr, np.ascontiguousarray(post[order], dtype=np.int32), (None if values is None else
+                                                                     np.ascontiguousarray(values[order], dtype=np.float64))
+
+
+# ============================================================================ inference network
 # Compiled helpers of the inference network. Sizes are arguments (constants of the calling
 # group's namespace), never part of the code, so one compiled module serves every network size
 # and every number of copies.
-PF_PC_CYTHON = """
-cdef double pf_to_pc(int i, int n_grc, int n_pc):
-    global _namespace_pfpc_weff, _namespace_pfpc_v
-    cdef int copy = i // n_grc
+MF_GRC_CYTHON = """
+cdef double mf_to_grc(int i, int n_mf, int n_grc):
+    global _namespace_mfgrc_ptr, _namespace_mfgrc_idx, _namespace_mfgrc_w, _namespace_mfgrc_v
+    cdef int copy = i // n_mf
+    cdef int f = i - copy * n_mf
     cdef int k
-    cdef double *w = _namespace_pfpc_weff + (i - copy * n_grc) * n_pc
-    cdef double *v = _namespace_pfpc_v + copy * n_pc
+    cdef int base = copy * n_grc
+    for k in range(_namespace_mfgrc_ptr[f], _namespace_mfgrc_ptr[f + 1]):
+        _namespace_mfgrc_v[base + _namespace_mfgrc_idx[k]] += _namespace_mfgrc_w[k]
+    return 0.0
+"""
+
+PF_CYTHON = """
+cdef double pf_to_targets(int i, int n_grc, int n_pc, int n_mli, double w_mli):
+    global _namespace_pf_weff, _namespace_pf_pcv, _namespace_pfmli_ptr, _namespace_pfmli_idx, _namespace_pf_mliv
+    cdef int copy = i // n_grc
+    cdef int g = i - copy * n_grc
+    cdef int k
+    cdef double *w = _namespace_pf_weff + g * n_pc
+    cdef double *v = _namespace_pf_pcv + copy * n_pc
+    cdef double *vm = _namespace_pf_mliv + copy * n_mli
     for k in range(n_pc):
         v[k] += w[k]
+    for k in range(_namespace_pfmli_ptr[g], _namespace_pfmli_ptr[g + 1]):
+        vm[_namespace_pfmli_idx[k]] += w_mli
     return 0.0
 """
 
@@ -316,6 +435,9 @@ def _cython_function(b2, name: str, code: str, namespace: dict, arg_types: dict,
     return f
 
 
+COUNTED = ("grc", "goc", "mli", "pc")
+
+
 @dataclass
 class InferenceNet:
     """A built inference network of ``copies`` copies, simulating up to ``max_chunks`` chunks of
@@ -323,7 +445,7 @@ class InferenceNet:
 
     Buffers shared with the compiled code: ``rate_table`` ``(max_chunks, copies * n_mf)`` Hz,
     ``slot_table`` ``(max_chunks, copies)``, ``counts[pop]`` ``(max_chunks, copies * n_pop)``,
-    ``pf_weff`` ``(n_grc * n_pc,)`` volt.
+    ``pf_weff`` ``(n_grc * n_pc,)`` volt, ``mf_grc_w`` (CSR order) volt.
     """
 
     net: object
@@ -332,6 +454,8 @@ class InferenceNet:
     slot_table: np.ndarray
     counts: dict
     pf_weff: np.ndarray
+    mf_grc_w: np.ndarray
+    mf_grc_order: np.ndarray
     recorders: dict
     copies: int
     max_chunks: int
@@ -341,40 +465,51 @@ class InferenceNet:
 
 
 def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, copies: int, dt_ms: float,
-                        window_ms: float, max_chunks: int = 10, record: tuple[str, ...] = ()) -> InferenceNet:
+                        window_ms: float, max_chunks: int = 10, record: tuple[str, ...] = (),
+                        start: dict | None = None) -> InferenceNet:
     """Build ``copies`` copies of the trained network for evaluation (plasticity off).
 
     One ``run`` of ``n_chunks * window_ms`` simulates ``n_chunks`` chunks back to back: at each
     chunk boundary a ``run_regularly`` operation stores the spike counts of the chunk that ended,
-    resets every membrane and synaptic state to rest, and loads the next chunk's mossy-fibre
-    rates and noise slots. The PF-PC projection is :func:`_pf_pc_projection`. Spike trains are
-    recorded (``SpikeMonitor``) only for the populations named in ``record``.
+    sets every state variable to its start value (``start``: the steady state, see
+    :func:`steady_state`; rest until then), and loads the next chunk's mossy-fibre rates and
+    noise slots. Spike trains are recorded (``SpikeMonitor``) only for the populations in ``record``.
     """
     from models.spiking.brian import get_brian2
 
     b2 = get_brian2()
     ns = _namespace(b2, cfg)
     ns["chunk_dt"] = window_ms * b2.ms
-    # PC spikes count from this step of each chunk on; whole steps, because a float test like
-    # (t - t_call) % chunk_dt >= readout_start flips with rounding at the boundary step, so the
-    # same query would get other counts in another chunk or call
+    # PC spikes count from this step of each chunk on; whole steps, because a float test flips
+    # with rounding at the boundary step
     ns["readout_steps"] = int(np.ceil(cfg.readout_start_ms / dt_ms - 1e-9))
     ns["chunk_steps"] = int(round(window_ms / dt_ms))  # noise step counts from each chunk's start
     if abs(ns["chunk_steps"] * dt_ms - window_ms) > 1e-9:
         raise ValueError(f"window_ms={window_ms} must be a whole number of steps of dt_ms={dt_ms}")
     clock, window_clock = _clocks(b2, dt_ms, window_ms)
     chunk = "int((t - t_call) / chunk_dt + 0.5)"
-    mf, grc, goc, pc, syn = _core_groups(
-        b2, cfg, conn, copies, "mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt) % chunk_steps) < rate * dt",
-        "rate : Hz", False, ns, clock, inference=True)
-    groups = {"mf": mf, "grc": grc, "goc": goc, "pc": pc}
-    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
+    counting = "nspk : integer\nscratch : 1\nt_call : second (shared)\n"
+    extra = {pop: counting for pop in COUNTED}
+    resets = {pop: "; nspk += 1" for pop in ("grc", "goc", "mli")}
+    resets["grc"] += "; scratch = pf_to_targets(i, n_grc_copy, n_pc_copy, n_mli_copy, w_pf_mli_v)"
+    resets["pc"] = "; nspk += int(timestep(t - t_call, dt) % chunk_steps >= readout_steps)"
+    mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + "rate : Hz\nscratch : 1\n",
+                        threshold="mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt) % chunk_steps) < rate * dt",
+                        reset="scratch = mf_to_grc(i, n_mf_copy, n_grc_copy)", clock=clock, namespace=dict(ns), name="mf")
+    mf.fibre = np.tile(np.arange(conn.n_mf), copies)
+    groups = {"mf": mf, **_cells(b2, cfg, conn, copies, clock, ns, extra, resets)}
+    # MF input lands before a GrC reset of the same step, and PF input before a PC/MLI reset, as with Synapses
+    mf.resetter["spike"].order = -2
+    groups["grc"].resetter["spike"].order = -1
+    syn = _fixed_synapses(b2, groups, mf, conn, copies, clock, ns)
+    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
     rate_table = np.zeros((max_chunks, copies * conn.n_mf))
     slot_table = np.zeros((max_chunks, copies), dtype=np.int32)
     counts = {pop: np.zeros((max_chunks, copies * n), dtype=np.int32) for pop, n in sizes.items()}
     pf_weff = np.zeros(conn.n_grc * conn.n_pc)
     sizes_ns = {"max_chunks": max_chunks, "n_copies": copies, "n_mf_copy": conn.n_mf, "mf_row": copies * conn.n_mf,
-                "n_grc_copy": conn.n_grc, "n_pc_copy": conn.n_pc}
+                "n_grc_copy": conn.n_grc, "n_pc_copy": conn.n_pc, "n_mli_copy": conn.n_mli,
+                "w_pf_mli_v": cfg.w_pf_mli_mv * 1e-3}
     for grp in groups.values():
         grp.namespace.update(sizes_ns)
     ints = lambda *names: {name: "integer" for name in names}  # noqa: E731
@@ -388,33 +523,89 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     mf.run_regularly(f"rate = mf_rate_lookup(i, {chunk}, mf_row, max_chunks) * Hz\n"
                      f"slot = mf_slot_lookup(i, {chunk}, n_copies, n_mf_copy, max_chunks)",
                      clock=window_clock, when="start", name="mf_load")
-    grc.namespace["pf_to_pc"] = _cython_function(
-        b2, "pf_to_pc", PF_PC_CYTHON, {"_pfpc_weff": pf_weff, "_pfpc_v": pc.variables["v"].get_value()},
-        ints("i", "n_grc", "n_pc"), "float")
-    rest = {"grc": "v = grc_vrest\ng_inh = 0*volt", "goc": "v = goc_vrest", "pc": "v = pc_vrest"}
+    ptr, idx, w_csr = _csr(conn.mf_grc_i, conn.mf_grc_j, conn.n_mf, conn.mf_grc_w_mv * 1e-3)
+    mf_grc_order = np.argsort(conn.mf_grc_i, kind="stable")
+    grc_v = groups["grc"].variables["v"].get_value()
+    mf.namespace["mf_to_grc"] = _cython_function(
+        b2, "mf_to_grc", MF_GRC_CYTHON,
+        {"_mfgrc_ptr": ptr, "_mfgrc_idx": idx, "_mfgrc_w": w_csr, "_mfgrc_v": grc_v},
+        ints("i", "n_mf", "n_grc"), "float")
+    mptr, midx, _ = _csr(conn.grc_mli_i, conn.grc_mli_j, conn.n_grc)
+    groups["grc"].namespace["pf_to_targets"] = _cython_function(
+        b2, "pf_to_targets", PF_CYTHON,
+        {"_pf_weff": pf_weff, "_pf_pcv": groups["pc"].variables["v"].get_value(), "_pfmli_ptr": mptr,
+         "_pfmli_idx": midx, "_pf_mliv": groups["mli"].variables["v"].get_value()},
+        {**ints("i", "n_grc", "n_pc", "n_mli"), "w_mli": "float"}, "float")
     for pop, n in sizes.items():
         g = groups[pop]
         g.namespace[f"{pop}_row"] = copies * n
         g.namespace[f"stash_{pop}"] = _cython_function(
             b2, f"stash_{pop}", STASH_CYTHON.replace("%POP%", pop), {f"_counts_{pop}": counts[pop].reshape(-1)},
             ints("i", "chunk", "n", "row", "max_chunks"), "float")
-        g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk, {pop}_row, max_chunks)\nnspk = 0\n{rest[pop]}",
+        g.run_regularly(f"scratch = stash_{pop}(i, {chunk} - 1, nspk, {pop}_row, max_chunks)\nnspk = 0\n{RESTART[pop]}",
                         clock=window_clock, when="start", name=f"{pop}_chunk")
     recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
     net = b2.Network(*groups.values(), *syn, *recorders.values())
-    inet = InferenceNet(net, groups, rate_table, slot_table, counts, pf_weff, recorders, copies, max_chunks,
-                        window_ms, conn, cfg)
+    inet = InferenceNet(net, groups, rate_table, slot_table, counts, pf_weff, w_csr, mf_grc_order, recorders, copies,
+                        max_chunks, window_ms, conn, cfg)
     set_inference_weights(inet, weights)
+    set_start_state(inet, start or initial_state(cfg, conn, 0))
     return inet
 
 
-def set_inference_weights(inet: "InferenceNet", weights: np.ndarray) -> None:
-    """Load PF-PC weights ``(n_grc, n_pc)`` as effective PSPs ``j_pf (w - w_mli)`` (volt)."""
-    cfg = inet.cfg
+def set_inference_weights(inet: InferenceNet, weights: np.ndarray) -> None:
+    """Load PF-PC weights ``(n_grc, n_pc)`` as PSPs ``j_pf w`` (volt)."""
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (inet.conn.n_grc, inet.conn.n_pc):
         raise ValueError(f"weights must have shape {(inet.conn.n_grc, inet.conn.n_pc)}, got {w.shape}")
-    inet.pf_weff[:] = cfg.j_pf_scaled_mv * 1e-3 * (w.ravel() - cfg.w_mli)
+    inet.pf_weff[:] = inet.cfg.j_pf_scaled_mv * 1e-3 * w.ravel()
+
+
+def set_mf_grc_weights(inet: InferenceNet, w_mv: np.ndarray) -> None:
+    """Load MF-GrC EPSPs (mV, in ``Connectivity.mf_grc_i`` order) without rebuilding."""
+    inet.mf_grc_w[:] = np.asarray(w_mv, dtype=np.float64)[inet.mf_grc_order] * 1e-3
+
+
+def set_start_state(inet: InferenceNet, state: dict) -> None:
+    """Every later presentation starts from ``state`` (one copy's values, volt), and so does the next run."""
+    _set_start(inet.groups, state, inet.copies)
+    for pop, names in STATE_VARS.items():
+        g = inet.groups[pop]
+        for var in names:
+            setattr(g, f"{var}_", getattr(g, f"{var}_init_")[:])
+
+
+def read_state(inet: InferenceNet, copy: int = 0) -> dict:
+    """The current state of copy ``copy`` (volt), in the layout of :func:`initial_state`."""
+    out = {}
+    for pop, names in STATE_VARS.items():
+        n = {"grc": inet.conn.n_grc, "goc": inet.conn.n_goc, "mli": inet.conn.n_mli, "pc": inet.conn.n_pc}[pop]
+        out[pop] = {var: np.asarray(getattr(inet.groups[pop], f"{var}_")[copy * n:(copy + 1) * n], dtype=np.float64)
+                    for var in names}
+    return out
+
+
+WARMUP_SLOT = 2**30  # noise slot of the warm-up (no query uses it)
+
+
+def steady_state(inet: InferenceNet, noise_seed: int) -> dict:
+    """The network's state after ``cfg.warmup_ms`` of background input (every mossy fibre at
+    ``mf_rate_min_hz``), started from :func:`initial_state`: the start of every presentation.
+
+    Simulated window by window on copy 0 of ``inet`` (each window continues where the last one
+    ended), with noise slot ``WARMUP_SLOT + window``; returns one copy's state. The network's own
+    start values are left at the result.
+    """
+    cfg, conn = inet.cfg, inet.conn
+    state = initial_state(cfg, conn, noise_seed)
+    n_windows = int(np.ceil(cfg.warmup_ms / inet.window_ms - 1e-9))
+    background = np.full((1, conn.n_mf), cfg.mf_rate_min_hz)
+    for w in range(n_windows):
+        set_start_state(inet, state)
+        run_inference_chunks(inet, background, np.array([WARMUP_SLOT + w]), noise_seed)
+        state = read_state(inet, 0)
+    set_start_state(inet, state)
+    return state
 
 
 def run_inference_chunks(inet: InferenceNet, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int) -> tuple[dict, dict]:
@@ -444,12 +635,13 @@ def run_inference_chunks(inet: InferenceNet, rates_hz: np.ndarray, slots: np.nda
     inet.slot_table[:n_chunks] = (slot % (2**31)).reshape(n_chunks, B)
     g = inet.groups
     t0 = float(inet.net.t_)
-    for grp in g.values():
-        grp.t_call_[:] = t0
+    for name in ("mf", *COUNTED):
+        g[name].t_call_[:] = t0
     g["mf"].noise_seed_[:] = int(noise_seed) % (2**31)
+    # the first chunk starts from the start values too (the chunk operation at t0 restores them)
     nspk = {k: len(m.i) for k, m in inet.recorders.items()}
     inet.net.run(n_chunks * inet.window_ms * b2.ms)
-    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "pc": conn.n_pc}
+    sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
     counts = {}
     for pop, size in sizes.items():
         c = inet.counts[pop]
@@ -467,26 +659,37 @@ def run_inference_chunks(inet: InferenceNet, rates_hz: np.ndarray, slots: np.nda
     return counts, spikes
 
 
+# ============================================================================ training network
 @dataclass
 class TrainingNet:
     net: object
     mf: object
-    grc: object
-    pc: object
+    groups: dict
     io: object
     pf_pc: object
+    mf_grc: object
     pc_spikes: object
     grc_count: object
+    io_count: object
     conn: Connectivity
     cfg: SpikingConfig
 
+    @property
+    def grc(self):
+        return self.groups["grc"]
+
+    @property
+    def pc(self):
+        return self.groups["pc"]
+
 
 def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, n_samples: int,
-                       window_ms: float, dt_ms: float) -> TrainingNet:
+                       window_ms: float, dt_ms: float, start: dict | None = None) -> TrainingNet:
     """One copy of the network with climbing-fibre-driven PF-PC plasticity switched on.
 
-    Samples are presented back to back for ``window_ms`` each; every sample starts from rest
-    (as in evaluation). The olive and PF-alone LTP are active from ``teach_delay_ms`` after
+    Samples are presented back to back for ``window_ms`` each; every sample starts from the start
+    values (``start``, the steady state of :func:`steady_state`; settable per run through the
+    ``*_init`` variables). The olive and PF-alone LTP are active from ``teach_delay_ms`` after
     sample onset, once the Purkinje rate trace reflects the current sample.
 
     Inputs are given per epoch through two TimedArrays named ``mf_input`` (Hz, shape
@@ -500,95 +703,101 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     ns["sample_dt"] = window_ms * b2.ms
     ns["teach_delay"] = cfg.teach_delay_ms * b2.ms
     clock, window_clock = _clocks(b2, dt_ms, window_ms)
-    mf, grc, goc, pc, syn = _core_groups(
-        b2, cfg, conn, 1, "mf_uniform(noise_seed, 0, fibre, timestep(t - t_call, dt)) < mf_input(t - t_call, i) * dt",
-        "", True, ns, clock)
-    # every sample starts from rest, as in evaluation
-    sample = dict(clock=window_clock, when="start")
-    grc.run_regularly("v = grc_vrest\ng_inh = 0*volt\nx_pf = 0", name="grc_sample_reset", **sample)
-    goc.run_regularly("v = goc_vrest", name="goc_sample_reset", **sample)
-    pc.run_regularly("v = pc_vrest\nr = 0*Hz\ncf_flag = 0", name="pc_sample_reset", **sample)
     teaching = "int(t % sample_dt >= teach_delay)"  # a training run always starts at t = 0
-    sign = 1.0 if cfg.ltd == "cf" else -1.0
-    io_ns = dict(ns, cf_sign=sign)
+    mf = b2.NeuronGroup(conn.n_mf, MF_EQS, clock=clock, namespace=dict(ns), name="mf", reset="",
+                        threshold="mf_uniform(noise_seed, 0, fibre, timestep(t - t_call, dt)) < mf_input(t - t_call, i) * dt")
+    mf.fibre = np.arange(conn.n_mf)
+    extra = {"grc": "dx_pf/dt = -x_pf / elig_tau : 1\n",
+             "pc": "dr/dt = -r / rate_tau : Hz\ncf_flag : 1\ndc_veto/dt = -c_veto / veto_tau : 1\n"}
+    groups = _cells(b2, cfg, conn, 1, clock, ns, extra, {"grc": "; x_pf += 1", "pc": "; r += 1 / rate_tau"},
+                    events={"pc": {"cf": "cf_flag > 0.5"}})
+    grc, pc = groups["grc"], groups["pc"]
+    # every sample starts from the steady state
+    for pop in STATE_VARS:
+        reset = RESTART[pop] + {"grc": "\nx_pf = 0", "pc": "\nr = 0*Hz\ncf_flag = 0\nc_veto = 0"}.get(pop, "")
+        groups[pop].run_regularly(reset, clock=window_clock, when="start", name=f"{pop}_sample_reset")
+    _set_start(groups, start or initial_state(cfg, conn, 0), 1)
+    mf_grc = b2.Synapses(mf, grc, "w_syn : volt (constant)", on_pre="v_post += w_syn", clock=clock, namespace=ns,
+                         name="mf_grc")
+    mf_grc.connect(i=conn.mf_grc_i.astype(np.int64), j=conn.mf_grc_j.astype(np.int64))
+    mf_grc.w_syn_[:] = conn.mf_grc_w_mv * 1e-3
+    syn = _fixed_synapses(b2, groups, mf, conn, 1, clock, ns)
+    syn.append(_synapses(b2, "grc_mli", grc, groups["mli"], conn.grc_mli_i, conn.grc_mli_j, conn.n_grc, conn.n_mli, 1,
+                         "v_post += w_pf_mli", clock, ns))
     io = b2.NeuronGroup(conn.n_pc, "r_pc : Hz (linked)\nnoise_seed : integer (shared)\nt_call : second (shared)",
                         threshold=f"mf_uniform(noise_seed, -1, i, timestep(t - t_call, dt)) < {teaching} * "
-                                  "clip(cf_base + cf_sign * cf_gain * (r_pc - pc_target(t - t_call, i)), 0*Hz, cf_max) * dt",
-                        reset="", clock=clock, namespace=io_ns, name="io")
+                                  "clip(cf_base + cf_gain * (r_pc - pc_target(t - t_call, i)), 0*Hz, cf_max) * dt",
+                        reset="", clock=clock, namespace=dict(ns), name="io")
     io.r_pc = b2.linked_var(pc, "r")
     cf = b2.Synapses(io, pc, on_pre="cf_flag_post = 1", clock=clock, namespace=ns, name="cf")
     cf.connect(j="i")
-    pc.run_on_event("cf", "cf_flag = 0")
+    pc.run_on_event("cf", "cf_flag = 0\nc_veto += 1")
+    syn_ns = dict(ns, a_ltp=cfg.a_ltp, a_ltd=cfg.a_ltd)
     if cfg.ltd == "cf":
-        pre_dw, cf_dw = cfg.a_ltp, -cfg.a_ltd
-    else:
-        pre_dw, cf_dw = -cfg.a_ltp, cfg.a_ltd
-    syn_ns = dict(ns, pre_dw=pre_dw, cf_dw=cf_dw)
-    pf_pc = b2.Synapses(
-        grc, pc, "w : 1\nlr_scale : 1 (shared)",
-        on_pre=f"v_post += j_pf * (w - w_mli)\nw = clip(w + lr_scale * pre_dw * {teaching}, 0, w_max)",
-        on_post="w = clip(w + lr_scale * cf_dw * x_pf_pre, 0, w_max)",
-        on_event={"pre": "spike", "post": "cf"}, clock=clock, namespace=syn_ns, name="pf_pc")
-    ii, jj = _dense_pf_pc(conn, 1)
+        model, on_pre = "w : 1\nlr_scale : 1 (shared)", f"w = clip(w + lr_scale * a_ltp * {teaching}, 0, w_max)"
+        on_post = "w = clip(w - lr_scale * a_ltd * x_pf_pre, 0, w_max)"
+    else:  # no climbing-fibre depression: the CF vetoes LTP; weights relax to w_init between events
+        model = "dw/dt = lr_scale * (w_init - w) / decay_tau : 1 (event-driven)\nlr_scale : 1 (shared)"
+        on_pre = f"w = clip(w + lr_scale * a_ltp * {teaching} * clip(1 - c_veto_post, 0, 1), 0, w_max)"
+        on_post = None
+    pf_pc = b2.Synapses(grc, pc, model, on_pre={"pre": "v_post += j_pf * w\n" + on_pre},
+                        on_post=on_post, on_event={"pre": "spike", "post": "cf"} if on_post else {"pre": "spike"},
+                        clock=clock, namespace=syn_ns, name="pf_pc")
+    ii = np.repeat(np.arange(conn.n_grc, dtype=np.int64), conn.n_pc)
+    jj = np.tile(np.arange(conn.n_pc, dtype=np.int64), conn.n_grc)
     pf_pc.connect(i=ii, j=jj)
     pf_pc.w_[:] = np.asarray(weights, dtype=np.float64).ravel()
     pf_pc.lr_scale = 1.0  # scales LTP and LTD together (an annealing schedule across epochs)
     pc_spikes = b2.SpikeMonitor(pc, name="train_pc_spikes")
     grc_count = b2.SpikeMonitor(grc, record=False, name="train_grc_count")
-    net = b2.Network(mf, grc, goc, pc, io, cf, *syn, pf_pc, pc_spikes, grc_count)
-    return TrainingNet(net, mf, grc, pc, io, pf_pc, pc_spikes, grc_count, conn, cfg)
+    io_count = b2.SpikeMonitor(io, record=False, name="train_io_count")
+    net = b2.Network(mf, *groups.values(), io, cf, mf_grc, *syn, pf_pc, pc_spikes, grc_count, io_count)
+    return TrainingNet(net, mf, groups, io, pf_pc, mf_grc, pc_spikes, grc_count, io_count, conn, cfg)
 
 
 def epoch_namespace(b2, x: np.ndarray, targets_hz: np.ndarray, cfg: SpikingConfig, window_ms: float) -> dict:
     """TimedArrays for one epoch: MF rates from inputs ``x`` ``(n, n_mf)`` and PC targets ``(n, n_pc)``."""
-    rates = cfg.mf_rate_min_hz + np.asarray(x, dtype=np.float64) * (cfg.mf_rate_max_hz - cfg.mf_rate_min_hz)
     return {
-        "mf_input": b2.TimedArray(rates * b2.Hz, dt=window_ms * b2.ms, name="mf_input"),
+        "mf_input": b2.TimedArray(cfg.mf_rates_hz(x) * b2.Hz, dt=window_ms * b2.ms, name="mf_input"),
         "pc_target": b2.TimedArray(np.asarray(targets_hz, dtype=np.float64) * b2.Hz, dt=window_ms * b2.ms, name="pc_target"),
     }
 
 
 def simulate_with_olive(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, x: np.ndarray, y: np.ndarray,
-                        noise_seed: int) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+                        noise_seed: int, start: dict) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Spike trains of every population, climbing fibres included, for each input presented alone
     with the inferior olive on and plasticity off.
 
     The network is the training network (:func:`build_training_net`) with the olive teaching
-    towards label ``y[q]`` (target rates as in training) and both plasticity amplitudes scaled by
+    towards label ``y[q]`` (target rates as in training) and the plasticity amplitudes scaled by
     zero, so the climbing fibres fire as they would during training but no weight changes. Each
-    input is its own simulation from rest, whose mossy-fibre noise is that of noise slot 0 of the
-    inference engine with the same ``noise_seed``: the mossy fibre, granule, Golgi and Purkinje
-    spikes are those of ``SpikingEngine.predict(x, slots=0, seed=noise_seed)`` in frozen mode.
-
-    Parameters
-    ----------
-    x : ``(n, n_mf)`` inputs in [0, 1]; y : ``(n,)`` labels the olive teaches towards.
+    input is its own simulation from the steady state ``start``, with the mossy-fibre noise of
+    noise slot 0 of the inference engine with the same ``noise_seed``.
 
     Returns
     -------
-    One dict per input: population (``mf``, ``grc``, ``goc``, ``pc``, ``cf``) -> ``(i, t_ms)``,
-    ``t_ms`` from the onset of the input.
+    One dict per input: population (``mf``, ``grc``, ``goc``, ``mli``, ``pc``, ``cf``) -> ``(i, t_ms)``.
     """
     from models.spiking.brian import get_brian2
+    from models.spiking.train import pc_targets
 
     b2 = get_brian2()
     x = np.asarray(x, dtype=np.float64)
     out = []
     for xq, yq in zip(x, np.asarray(y)):
-        tnet = build_training_net(cfg, conn, weights, 1, cfg.window_ms, cfg.dt_ms)
-        targets = np.where(pc_class(conn) == int(yq), cfg.target_hz_on, cfg.target_hz_off)[None, :]
-        ns = epoch_namespace(b2, xq[None, :], targets, cfg, cfg.window_ms)
+        tnet = build_training_net(cfg, conn, weights, 1, cfg.window_ms, cfg.dt_ms, start=start)
+        ns = epoch_namespace(b2, xq[None, :], pc_targets(cfg, conn, np.array([int(yq)])), cfg, cfg.window_ms)
         tnet.mf.namespace["mf_input"] = ns["mf_input"]
         tnet.io.namespace["pc_target"] = ns["pc_target"]
         tnet.pf_pc.lr_scale = 0.0
         tnet.mf.noise_seed = int(noise_seed) % (2**31)
         tnet.io.noise_seed = int(noise_seed) % (2**31)
-        groups = {"mf": tnet.mf, "grc": tnet.grc, "goc": tnet.net["goc"], "io": tnet.io}
+        groups = {"mf": tnet.mf, "grc": tnet.grc, "goc": tnet.groups["goc"], "mli": tnet.groups["mli"], "io": tnet.io}
         monitors = {pop: b2.SpikeMonitor(g, name=f"olive_spikes_{pop}") for pop, g in groups.items()}
         tnet.net.add(*monitors.values())
         tnet.net.run(cfg.window_ms * b2.ms)
         w_after = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
-        if not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
+        if cfg.ltd == "cf" and not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
             raise RuntimeError("PF-PC weights changed with plasticity scaled to zero")
         trains = {pop: (np.asarray(m.i[:], dtype=np.int32), np.asarray(m.t_[:]) * 1000.0) for pop, m in monitors.items()}
         trains["pc"] = (np.asarray(tnet.pc_spikes.i[:], dtype=np.int32), np.asarray(tnet.pc_spikes.t_[:]) * 1000.0)

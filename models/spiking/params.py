@@ -1,35 +1,54 @@
 """Parameters of the spiking cerebellum, with their sources.
 
 Every default is a plain float whose name carries its unit. Values come from measured biology
-where one exists, otherwise from earlier cerebellar models; where a value was tuned here (so
-that the network meets the coding-level and spontaneous-rate ranges below) the docstring says so.
+where one exists; where a value was tuned here, the comment says *tuned* and to what (the
+physiological ranges below, checked at the defaults by :mod:`models.spiking.biology`).
+Conductances written ``g_*`` are dimensionless, in units of the cell's leak conductance, so
+``tau_m dv/dt = (E_L - v) + g (E_syn - v) + ...``; EPSPs written ``w_*_mv`` are voltage jumps.
 
-Sources
--------
-- Chadderton, Margrie & Häusser (2004) Nature 428:856 — granule cells in vivo: ~4 mossy
-  fibre inputs, several coincident EPSPs needed to fire, sparse firing.
-- D'Angelo et al. (1995) J Physiol 484:397 — granule membrane: fast time constant (a few ms),
-  resting potential around -70 mV.
-- Eccles, Ito & Szentágothai (1967); Jakab & Hámori (1988) — each granule cell has four
-  dendrites (K = 4), one mossy fibre each.
-- Rossi & Hamann (1998) Neuron 20:783 — Golgi-cell inhibition of granule cells, phasic and
-  slow spillover components (tens of ms).
-- Holtzman et al. (2006) J Physiol 574:491 — Golgi cells fire spontaneously at a few Hz.
-- Häusser & Clark (1997) Neuron 19:665 — Purkinje cells fire spontaneously at 30-120 Hz.
-- Ito (2001) Physiol Rev 81:1143; Coesmans et al. (2004) Neuron 44:691 — parallel fibre +
-  climbing fibre gives LTD, parallel fibre alone gives LTP.
-- Wang, Denk & Häusser (2000) Nat Neurosci 3:1266; Safo & Regehr (2008) — the eligibility
-  window of PF-CF pairing is ~100 ms (cf. the sin-exp kernels of CerebNEST/EDLUT models).
-- Armstrong & Rawson (1979); Ito (2001) — climbing fibres fire at ~1-5 Hz spontaneously.
-- Marr (1969); Albus (1971) — expansion recoding and the error-driven PF-PC readout.
+Published ranges the defaults are checked against (``biology.csv``)
+-------------------------------------------------------------------
+- Granule cells nearly silent at rest in vivo (~0.5 Hz; Chadderton, Margrie & Häusser 2004,
+  Nature 428:856) and sparse when driven: coding levels of 5-20 % (Billings et al. 2014,
+  Neuron 83:960; Litwin-Kumar et al. 2017, Neuron 93:1153).
+- Golgi cells pacemake at a few Hz in slices and fire ~1-30 Hz in vivo (Dieudonné 1998,
+  J Physiol 510:845; Forti et al. 2006, J Physiol 574:711); about one Golgi cell per several
+  hundred granule cells (Korbo et al. 1993, J Comp Neurol 328:341).
+- Purkinje simple spikes: tonic, 40-100 Hz spontaneous, modulated up and down by input
+  (Häusser & Clark 1997, Neuron 19:665).
+- Molecular-layer interneurons (stellate and basket cells): spontaneous ~5-30 Hz, driven by
+  parallel fibres, inhibiting Purkinje cells (Häusser & Clark 1997; Jörntell & Ekerot 2003,
+  J Neurosci 23:9620).
+- Climbing fibres (complex spikes): ~1 Hz, rarely above ~10 Hz (Armstrong & Rawson 1979,
+  J Physiol 289:425).
+
+Other sources
+-------------
+- D'Angelo et al. (1995) J Physiol 484:397: granule membrane, fast time constant, rest near -70 mV.
+- Brickley, Cull-Candy & Farrant (1996) J Physiol 497:753; Hamann, Rossi & Attwell (2002)
+  Neuron 33:625: tonic GABA-A conductance of granule cells, comparable to the leak, reversing
+  near E_Cl (about -75 mV): it shunts and cannot drive the membrane below its reversal.
+- Rossi & Hamann (1998) Neuron 20:783: Golgi-granule inhibition has a slow spillover
+  component (tens of ms).
+- Eccles, Ito & Szentágothai (1967); Jakab & Hámori (1988): four granule dendrites (K = 4).
+- Ito (2001) Physiol Rev 81:1143; Coesmans et al. (2004) Neuron 44:691: parallel fibre +
+  climbing fibre gives LTD; parallel fibre alone gives LTP, and climbing-fibre activity
+  decides between the two.
+- Wang, Denk & Häusser (2000) Nat Neurosci 3:1266: the PF-CF pairing window is ~100 ms.
+- Schonewille et al. (2011) Neuron 70:43: mice without PF-PC LTD still learn, so a circuit
+  without climbing-fibre LTD must still learn by another route (the ``ltd='none'`` control).
+- Marr (1969); Albus (1971): expansion recoding and the error-driven PF-PC readout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["SpikingConfig", "SpikingTrainConfig", "EngineConfig"]
+import numpy as np
 
+__all__ = ["SpikingConfig", "SpikingTrainConfig", "EngineConfig", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "cereb-spiking-v2"   # v2: conductance inhibition, MLIs, steady-state start, calibration
 MAX_DEFAULT_COPIES = 200      # default engine batch: the fastest measured on the default network ...
 GRC_PER_NETWORK = 400_000     # ... and at most this many granule cells per simulated network (memory)
 
@@ -38,11 +57,17 @@ GRC_PER_NETWORK = 400_000     # ... and at most this many granule cells per simu
 class SpikingConfig:
     """Structure and neuron parameters of the spiking cerebellum (``model.*`` keys).
 
-    The three mechanisms of the seed paper are ``width`` (granule cells), ``ltd`` (``cf``:
-    climbing-fibre-triggered LTD with PF-alone LTP; ``none``: the documented control in which
-    the same olivary error signal is carried by climbing-fibre-triggered *LTP*, with PF-alone
-    LTD, so no synapse is ever depressed by a climbing fibre) and ``k`` (mossy fibres per
-    granule cell, 1 up to all inputs).
+    The three mechanisms of the seed paper are ``width`` (granule cells), ``ltd`` and ``k``
+    (mossy fibres per granule cell, 1 up to all inputs; the granule excitability is calibrated
+    per network so that the evoked coding level is ``grc_coding_level`` whatever K and width).
+
+    ``ltd='cf'``: a climbing-fibre event depresses every PF-PC synapse in proportion to its
+    PF eligibility trace (LTD), and PF spikes alone potentiate (LTP). ``ltd='none'``: no
+    climbing fibre ever depresses a PF-PC synapse; the climbing fibre instead *vetoes* PF-alone
+    LTP for ``tau_veto_ms`` after it fires (Coesmans et al. 2004: climbing-fibre activity decides
+    whether PF activity potentiates), and potentiated weights relax back to ``w_init`` with
+    ``tau_decay_s`` (so that the weights can fall without any depression event). Everything
+    else (network, olive, targets, LTP) is the same.
     """
 
     # --- the three mechanisms
@@ -50,64 +75,92 @@ class SpikingConfig:
     k: int = 4                        # MF synapses per GrC (anatomy: 4 dendrites)
     ltd: Literal["cf", "none"] = "cf"
     # --- simulation
-    window_ms: float = 100.0          # presentation time per sample (100 ms beat 60 ms by 8 points in a trial)
-    dt_ms: float = 0.2                # step; 25 steps per granule membrane time constant, exact integration.
-                                      # 0.1 ms gives the same coding level within ~1 point at twice the cost
-    grc_state_dtype: Literal["float32", "float64"] = "float32"  # granule v and g_inh: the largest state, so
-                                      # float32 halves its memory traffic (+15-20% engine throughput measured);
-                                      # on the default digits network all 359 test labels and 99.9997% of the
-                                      # granule spike counts were the same as with float64
+    window_ms: float = 100.0          # presentation time per sample
+    dt_ms: float = 0.2                # step (exponential Euler for the conductance terms); tuned: spike counts
+                                      # within ~1 % of dt 0.1 ms on the default network
+    grc_state_dtype: Literal["float32", "float64"] = "float32"  # granule state: the largest, so float32 halves
+                                      # its memory traffic
+    warmup_ms: float = 400.0          # background-only simulation (every MF at mf_rate_min_hz) whose end state is
+                                      # the start of every presentation: the network's steady state, not a reset
     # --- mossy fibres (Poisson): rate = mf_rate_min_hz + x (mf_rate_max_hz - mf_rate_min_hz)
-    mf_rate_min_hz: float = 5.0       # tonic MF background (Chadderton 2004: a few Hz to tens)
-    mf_rate_max_hz: float = 300.0     # sensory-driven MF rates reach hundreds of Hz (up to ~700 Hz; Rancz et al. 2007); tuned
-    # --- granule cells (LIF, current-based; D'Angelo 1995)
-    grc_tau_m_ms: float = 10.0
-    grc_v_rest_mv: float = -70.0
+    mf_rate_min_hz: float = 5.0       # background MF rate (a few Hz in vivo; Chadderton et al. 2004)
+    mf_rate_max_hz: float = 300.0     # sensory-driven MF rates reach hundreds of Hz (Rancz et al. 2007); tuned
+    # --- granule cells (LIF with conductance-based inhibition; D'Angelo 1995; Brickley 1996)
+    grc_tau_m_ms: float = 10.0        # leak time constant (the tonic conductance halves the effective one)
+    grc_e_leak_mv: float = -70.0
+    grc_e_gaba_mv: float = -75.0      # GABA-A reversal (Brickley et al. 1996)
+    grc_g_tonic: float = 1.0          # tonic GABA-A conductance, in leak units (comparable to the leak; Hamann 2002)
     grc_v_thresh_mv: float = -50.0
     grc_v_reset_mv: float = -70.0
-    grc_tonic_inh_mv: float = 80.0    # tonic GABA-A inhibition (extrasynaptic a6/delta receptors; Brickley et al. 1996),
-                                      # as its steady voltage equivalent; with w_mf_grc it sets the coding level; tuned
-    w_mf_grc_mv: float = 14.0         # EPSP jump per MF spike; several coincident active MFs fire a GrC (Chadderton 2004); tuned
-    # --- Golgi cells (LIF) and their inhibition of granule cells (Rossi & Hamann 1998)
-    grc_per_goc: int = 100            # one Golgi cell per 100 granule cells (n_goc = ceil(width / grc_per_goc))
+    w_mf_grc_mv: float = 4.0          # mean EPSP per MF spike before calibration (several coincident MF EPSPs fire
+                                      # a GrC; Chadderton 2004); replaced by the calibrated value, see grc_coding_level
+    w_mf_grc_cv: float = 0.5          # synapse-to-synapse variability of MF-GrC EPSPs (log-normal, mean 1); tuned:
+                                      # gives a dense (K = all) granule layer distinct cells
+    grc_coding_level: float | None = 0.10  # evoked coding level the granule excitability is calibrated to (per
+                                      # network: task, K, width); None keeps w_mf_grc_mv as given
+    # --- Golgi cells (adaptive LIF pacemakers; Dieudonné 1998; Forti 2006)
+    grc_per_goc: int = 400            # granule cells per Golgi cell (several hundred; Korbo et al. 1993)
     goc_tau_m_ms: float = 20.0
     goc_v_rest_mv: float = -65.0
     goc_v_thresh_mv: float = -50.0
-    goc_v_reset_mv: float = -65.0
-    goc_drive_mv: float = 8.0         # tonic depolarisation: a few Hz spontaneous firing (Holtzman 2006); tuned
-    p_mf_goc: float = 0.2             # fraction of MFs contacting a Golgi cell
-    w_mf_goc_mv: float = 1.0
-    pf_per_goc: int = 100             # PF inputs per Golgi cell (p = pf_per_goc / width)
-    w_grc_goc_mv: float = 0.3
+    goc_v_reset_mv: float = -60.0
+    goc_drive_mv: float = 16.5        # intrinsic drive: resting target 1.5 mV above threshold, so the cell pacemakes
+    goc_tau_ahp_ms: float = 100.0     # slow after-hyperpolarisation (Dieudonné 1998; Forti 2006)
+    goc_ahp_mv: float = 5.0           # AHP per spike: pacemaking at a few Hz, evoked rates <= ~40 Hz; tuned
+    mf_per_goc: int = 16              # MF inputs per Golgi cell (feed-forward)
+    w_mf_goc_mv: float = 0.25         # tuned with goc_ahp_mv to the evoked Golgi range (<= ~40 Hz)
+    pf_per_goc: int = 100             # PF inputs per Golgi cell (feedback)
+    w_grc_goc_mv: float = 0.5         # tuned
     goc_per_grc: int = 4              # Golgi cells inhibiting each GrC (one per glomerulus/dendrite)
-    w_goc_grc_mv: float = 6.0         # inhibitory current jump per Golgi spike; tuned for 5-30% coding level
+    g_goc_grc: float = 0.5            # GABA-A conductance jump per Golgi spike, leak units; tuned (coding level)
     tau_goc_grc_ms: float = 20.0      # slow (spillover) GABA-A inhibition (Rossi & Hamann 1998)
-    # --- Purkinje cells (LIF with tonic drive; Häusser & Clark 1997)
-    pc_per_class: int = 10
+    # --- molecular-layer interneurons (stellate/basket cells: adaptive LIF pacemakers)
+    mli_per_pc: int = 4               # interneurons per Purkinje cell in the model (anatomy: more; cost)
+    mli_tau_m_ms: float = 10.0
+    mli_v_rest_mv: float = -65.0
+    mli_v_thresh_mv: float = -50.0
+    mli_v_reset_mv: float = -60.0
+    mli_drive_mv: float = 16.0        # pacemaking at ~10 Hz without PF input (Häusser & Clark 1997); tuned
+    mli_tau_ahp_ms: float = 50.0
+    mli_ahp_mv: float = 4.0           # tuned: spontaneous ~10 Hz, evoked <= ~60 Hz
+    pf_per_mli: int = 200             # PF inputs per interneuron (random)
+    w_pf_mli_mv: float = 0.6          # EPSP per PF spike; tuned so that MLI rates track the PF input
+    mli_to_pc: int = 8                # interneurons converging on each Purkinje cell (random)
+    g_mli_pc: float = 0.25            # GABA-A conductance jump per MLI spike, PC leak units; tuned: feed-forward
+                                      # inhibition grows with the PF input while the PC population stays asynchronous
+                                      # (stronger phasic inhibition entrains PCs to MLI volleys: chi > 0.5 at 1.0)
+    tau_mli_pc_ms: float = 5.0        # fast GABA-A IPSCs of the MLI-PC synapse (Häusser & Clark 1997)
+    # --- Purkinje cells (LIF pacemakers with conductance-based inhibition; Häusser & Clark 1997)
+    pc_per_class: int = 30            # Purkinje cells per class (a microzone each); tuned: 30 averaged the
+                                      # climbing-fibre noise better than 10 (0.685 against 0.663 test accuracy on digits)
     pc_tau_m_ms: float = 10.0
-    pc_v_rest_mv: float = -68.0
+    pc_e_leak_mv: float = -68.0
+    pc_e_gaba_mv: float = -75.0
     pc_v_thresh_mv: float = -55.0
     pc_v_reset_mv: float = -65.0
-    pc_drive_mv: float = 15.5         # tonic drive: ~60 Hz spontaneous firing without PF input
-    j_pf_mv: float = 0.8              # PSP of a PF at full weight (w = 1) for width 2000; scaled by 2000 / width
-    w_mli: float = 0.5                # feed-forward MLI inhibition per PF spike, in units of the PF weight:
-                                      # each PF spike moves the PC by j_pf (w - w_mli): a signed readout
-    w_init: float = 0.5               # initial PF-PC weight (net zero drive)
+    pc_drive_mv: float = 17.0         # intrinsic drive: tonic simple spikes (~55 Hz spontaneous, MLIs included); tuned
+    pc_drive_jitter_mv: float = 3.0   # cell-to-cell spread of the intrinsic drive (uniform +-): heterogeneous
+                                      # intrinsic rates, no population-wide synchrony; tuned
+    j_pf_mv: float = 0.4              # EPSP of a PF at full weight (w = 1) for width 2000; scaled by 2000 / width
+    w_init: float = 0.5               # initial PF-PC weight
     w_init_jitter: float = 0.05       # uniform jitter around w_init
     # --- climbing fibres / inferior olive (training only)
-    cf_base_hz: float = 5.0           # olive baseline while a stimulus is on (Armstrong & Rawson 1979: 1-5 Hz)
-    cf_gain: float = 0.3              # Hz of CF per Hz of PC rate error
-    cf_max_hz: float = 50.0
+    cf_base_hz: float = 1.0           # olive baseline (Armstrong & Rawson 1979: ~1 Hz)
+    cf_gain: float = 0.08             # Hz of CF per Hz of PC rate error; tuned (mean CF <= 3 Hz in training)
+    cf_max_hz: float = 10.0           # ceiling of the olive's rate (complex spikes rarely above ~10 Hz)
     pc_rate_tau_ms: float = 20.0      # PC rate trace seen by the olive (via the nucleo-olivary loop)
-    target_hz_on: float = 150.0       # desired PC rate for the labelled class
-    target_hz_off: float = 20.0       # desired PC rate for the other classes
+    target_hz_on: float = 110.0       # desired PC rate for the labelled class; tuned within the PC range
+    target_hz_off: float = 30.0       # desired PC rate for the other classes; tuned
     teach_delay_ms: float = 20.0      # olive and plasticity on from this time after sample onset (one rate_tau)
     readout_start_ms: float = 20.0    # Purkinje spikes are counted from here to the end of the window (the
-                                      # period the olive trains), skipping the onset transient
+                                      # period the olive trains: the first 20 ms carry the granule latency)
     # --- PF-PC plasticity (Ito 2001; Coesmans 2004; Wang et al. 2000)
-    a_ltp: float = 2e-3               # LTP per PF spike without CF (weights in [0, w_max])
+    a_ltp: float = 2e-3               # LTP per PF spike without CF (weights in [0, w_max]); tuned
     tau_elig_ms: float = 50.0         # PF eligibility trace: ~100 ms window for CF pairing
     w_max: float = 1.0
+    tau_veto_ms: float = 100.0        # ltd='none' only: a CF blocks PF-alone LTP for this long (pairing window)
+    tau_decay_s: float = 100.0        # ltd='none' only: weights relax to w_init with this time constant of
+                                      # presentation time; tuned so that the control learns
     # a_ltd = a_ltp / (cf_base_hz * tau_elig): at baseline CF rate LTP and LTD balance, so the
     # net change is a spiking delta rule: dw ~ a_ltp * nu_pf * (r_target - r) * cf_gain / cf_base_hz
 
@@ -118,28 +171,42 @@ class SpikingConfig:
             raise ValueError("model.readout_start_ms and model.teach_delay_ms must lie in [0, model.window_ms)")
         if self.grc_state_dtype not in ("float32", "float64"):
             raise ValueError(f"model.grc_state_dtype must be 'float32' or 'float64', got {self.grc_state_dtype!r}")
+        if self.ltd not in ("cf", "none"):
+            raise ValueError(f"model.ltd must be 'cf' or 'none', got {self.ltd!r}")
         if self.width < 1:
             raise ValueError(f"model.width must be >= 1, got {self.width}")
         if self.k < 1:
             raise ValueError(f"model.k must be >= 1, got {self.k}")
-        if self.pc_per_class < 1 or self.grc_per_goc < 1 or self.goc_per_grc < 0 or self.pf_per_goc < 1:
-            raise ValueError("model.pc_per_class, grc_per_goc, pf_per_goc >= 1 and goc_per_grc >= 0")
+        for name in ("pc_per_class", "grc_per_goc", "pf_per_goc", "mf_per_goc", "mli_per_pc", "pf_per_mli", "mli_to_pc"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1")
+        if self.goc_per_grc < 0:
+            raise ValueError("model.goc_per_grc must be >= 0")
         if not self.mf_rate_max_hz >= self.mf_rate_min_hz >= 0:
             raise ValueError("model.mf_rate_max_hz >= model.mf_rate_min_hz >= 0 is required")
-        for name in ("p_mf_goc",):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"model.{name} must be in [0, 1]")
-        for name in ("grc_tau_m_ms", "goc_tau_m_ms", "pc_tau_m_ms", "tau_goc_grc_ms", "pc_rate_tau_ms", "tau_elig_ms"):
+        if self.grc_coding_level is not None and not 0 < self.grc_coding_level < 1:
+            raise ValueError("model.grc_coding_level must lie in (0, 1) (or be null: no calibration)")
+        for name in ("grc_tau_m_ms", "goc_tau_m_ms", "pc_tau_m_ms", "mli_tau_m_ms", "tau_goc_grc_ms", "tau_mli_pc_ms",
+                     "pc_rate_tau_ms", "tau_elig_ms", "goc_tau_ahp_ms", "mli_tau_ahp_ms", "tau_veto_ms", "tau_decay_s",
+                     "w_mf_grc_mv"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be > 0")
+        for name in ("grc_g_tonic", "g_goc_grc", "g_mli_pc", "w_mf_grc_cv", "warmup_ms", "goc_ahp_mv", "mli_ahp_mv",
+                     "pc_drive_jitter_mv", "cf_gain"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name} must be >= 0")
         if not 0 <= self.w_init <= self.w_max or self.w_max <= 0:
             raise ValueError("model.w_init must lie in [0, model.w_max] and w_max > 0")
-        if self.a_ltp < 0 or self.cf_base_hz <= 0:
-            raise ValueError("model.a_ltp >= 0 and model.cf_base_hz > 0 are required")
+        if self.a_ltp < 0 or self.cf_base_hz <= 0 or self.cf_max_hz < self.cf_base_hz:
+            raise ValueError("model.a_ltp >= 0 and 0 < model.cf_base_hz <= model.cf_max_hz are required")
 
+    # --- derived sizes and constants (one formula each)
     @property
     def n_goc(self) -> int:
         return max(1, -(-self.width // self.grc_per_goc))
+
+    def n_mli(self, n_pc: int) -> int:
+        return self.mli_per_pc * n_pc
 
     @property
     def a_ltd(self) -> float:
@@ -149,20 +216,27 @@ class SpikingConfig:
     def j_pf_scaled_mv(self) -> float:
         return self.j_pf_mv * 2000.0 / self.width
 
+    def mf_rates_hz(self, x) -> np.ndarray:
+        """Mossy-fibre rates (Hz) for inputs ``x`` in [0, 1]: the one place this formula lives."""
+        return self.mf_rate_min_hz + np.asarray(x, dtype=np.float64) * (self.mf_rate_max_hz - self.mf_rate_min_hz)
+
 
 @dataclass(frozen=True)
 class SpikingTrainConfig:
     """How the network is trained in the simulation (``train.*`` keys)."""
 
     epochs: int = 12
-    lr_decay: float = 0.8             # LTP and LTD amplitudes are scaled by lr_decay ** (epoch - 1)
+    lr_decay: float = 0.9             # LTP and LTD amplitudes are scaled by lr_decay ** (epoch - 1)
     eval_every: int = 1               # evaluate the learning curve every N epochs
     n_eval: int | None = None         # test samples for the learning curve (None: all)
     shuffle: bool = True
+    n_calibration: int = 200          # training inputs on which the coding level is calibrated
 
     def __post_init__(self):
         if self.epochs < 0 or self.eval_every < 1 or not 0 < self.lr_decay <= 1:
             raise ValueError("train.epochs >= 0, train.eval_every >= 1 and 0 < train.lr_decay <= 1 are required")
+        if self.n_calibration < 10:
+            raise ValueError("train.n_calibration must be >= 10")
 
 
 @dataclass(frozen=True)
@@ -170,9 +244,7 @@ class EngineConfig:
     """The batched inference engine (``engine.*`` keys)."""
 
     batch_size: int | None = None     # most copies simulated in one network; None: min(200, 400,000 granule
-                                      # cells / width). Measured on the default digits network (2 workers):
-                                      # 50 -> 596, 100 -> 652, 200 -> 677 samples/s; shorter requests run on
-                                      # smaller networks (see models.spiking.engine)
+                                      # cells / width); shorter requests run on smaller networks
     chunks_per_run: int = 10          # chunks of batch_size queries per Brian2 run
     workers: int = 2                  # processes, each holding its own networks (use both cores)
     noise: Literal["frozen", "fresh"] = "frozen"
@@ -180,6 +252,8 @@ class EngineConfig:
     def __post_init__(self):
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1 or self.chunks_per_run < 1:
             raise ValueError("engine.batch_size, engine.chunks_per_run and engine.workers must be >= 1")
+        if self.noise not in ("frozen", "fresh"):
+            raise ValueError(f"engine.noise must be 'frozen' or 'fresh', got {self.noise!r}")
 
     def copies(self, width: int) -> int:
         """``batch_size``, or its default for a network of ``width`` granule cells."""

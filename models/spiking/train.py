@@ -27,12 +27,12 @@ import numpy as np
 from core.errors import CheckpointError
 from core.paths import cache_dir
 from core.runs import load_npz, save_npz
-from models.spiking.network import Connectivity, initial_weights, make_connectivity, pc_class
-from models.spiking.params import EngineConfig, SpikingConfig, SpikingTrainConfig
+from models.spiking.network import STATE_VARS, Connectivity, initial_weights, make_connectivity, pc_class
+from models.spiking.params import CHECKPOINT_FORMAT, EngineConfig, SpikingConfig, SpikingTrainConfig
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "cereb-spiking-v1"
+OLD_FORMATS = ("cereb-spiking-v1",)
 
 __all__ = ["model_config", "train_config", "fit", "train_network", "save_checkpoint", "load_checkpoint",
            "SpikingModel", "load", "pc_targets"]
@@ -119,10 +119,15 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
         if msg[0] == "stop":
             return
         try:
-            _, rates, targets, seed, w, lr_scale = msg
-            b2.device.run(run_args={mf_input: rates * b2.Hz, pc_target: targets * b2.Hz, tnet.pf_pc.w: w.ravel(),
-                                    tnet.pf_pc.lr_scale: float(lr_scale), tnet.mf.noise_seed: int(seed),
-                                    tnet.io.noise_seed: int(seed)})
+            _, rates, targets, seed, w, lr_scale, start = msg
+            run_args = {mf_input: rates * b2.Hz, pc_target: targets * b2.Hz, tnet.pf_pc.w: w.ravel(),
+                        tnet.pf_pc.lr_scale: float(lr_scale), tnet.mf.noise_seed: int(seed),
+                        tnet.io.noise_seed: int(seed)}
+            for pop, names in STATE_VARS.items():
+                for var in names:
+                    view = getattr(tnet.groups[pop], f"{var}_init")
+                    run_args[view] = np.asarray(start[pop][var], dtype=np.float64) * (b2.volt if var in ("v", "a") else 1)
+            b2.device.run(run_args=run_args)
             if first:  # the synapse order must be GrC-major as created
                 i, j = np.asarray(tnet.pf_pc.i[:]), np.asarray(tnet.pf_pc.j[:])
                 if not (np.array_equal(i, np.repeat(np.arange(conn.n_grc), conn.n_pc))
@@ -137,7 +142,8 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
             pc_counts = np.zeros((n_samples, conn.n_pc), dtype=np.int32)
             np.add.at(pc_counts, (sample[late], si[late]), 1)
             grc_total = int(np.asarray(tnet.grc_count.count[:]).sum())
-            pipe.send(("ok", (w_new, pc_counts, grc_total)))
+            cf_counts = np.asarray(tnet.io_count.count[:], dtype=np.int64)
+            pipe.send(("ok", (w_new, pc_counts, grc_total, cf_counts)))
         except BaseException:
             pipe.send(("error", traceback.format_exc()))
 
@@ -164,8 +170,8 @@ class _Trainer:
             raise RuntimeError(f"training process failed:\n{payload}")
         return payload
 
-    def epoch(self, rates, targets, seed, w, lr_scale=1.0):
-        self.pipe.send(("epoch", rates, targets, seed, w, lr_scale))
+    def epoch(self, rates, targets, seed, w, lr_scale, start):
+        self.pipe.send(("epoch", rates, targets, seed, w, lr_scale, start))
         return self._reply()
 
     def close(self):
@@ -179,11 +185,57 @@ class _Trainer:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- calibration
+def coding_level(grc_counts: np.ndarray) -> float:
+    """Fraction of (granule cell, presentation) pairs with at least one spike in the window."""
+    return float((np.asarray(grc_counts) > 0).mean()) if np.size(grc_counts) else float("nan")
+
+
+def calibrate_coding_level(engine, conn: Connectivity, x: np.ndarray, target: float, *, iters: int = 12,
+                           tol: float = 0.004) -> tuple[Connectivity, dict]:
+    """Scale every MF-GrC EPSP by one factor so that the evoked coding level on inputs ``x`` is
+    ``target`` (bisection in log scale; the coding level rises with the scale).
+
+    The whole network is simulated (Golgi feedback included), from its steady state, with frozen
+    noise. Returns the calibrated connectivity and ``{grc_scale, w_mf_grc_mean_mv, coding_level,
+    coding_level_target, calibration_n}``; the engine is left at the calibrated weights.
+    """
+    base = np.asarray(conn.mf_grc_w_mv, dtype=np.float64)
+
+    def level(scale: float) -> float:
+        engine.set_mf_grc_weights(base * scale)
+        return coding_level(engine.predict(x).counts["grc"])
+
+    lo, hi = 0.25, 4.0
+    f_lo, f_hi = level(lo), level(hi)
+    while f_lo > target and lo > 1e-3:
+        lo, hi, f_hi = lo / 4, lo, f_lo
+        f_lo = level(lo)
+    while f_hi < target and hi < 1e3:
+        lo, f_lo, hi = hi, f_hi, hi * 4
+        f_hi = level(hi)
+    best = min(((lo, f_lo), (hi, f_hi)), key=lambda p: abs(p[1] - target))
+    for _ in range(iters):
+        if abs(best[1] - target) <= tol:
+            break
+        mid = float(np.sqrt(lo * hi))
+        f = level(mid)
+        if abs(f - target) < abs(best[1] - target):
+            best = (mid, f)
+        lo, hi = (mid, hi) if f < target else (lo, mid)
+    scale, achieved = best
+    engine.set_mf_grc_weights(base * scale)
+    info = {"grc_scale": float(scale), "w_mf_grc_mean_mv": float((base * scale).mean()), "coding_level": float(achieved),
+            "coding_level_target": float(target), "calibration_n": int(len(x))}
+    log.info("coding level calibrated: scale %.4g, %.4f (target %.3f)", scale, achieved, target)
+    return conn.with_mf_grc_scale(scale), info
+
+
 # ----------------------------------------------------------------------------- training loop
 def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: SpikingTrainConfig, seed: int, *,
                   n_classes: int, x_eval: np.ndarray | None = None, y_eval: np.ndarray | None = None,
                   engine_cfg: EngineConfig | None = None, progress: bool = False):
-    """Train the PF-PC weights of a new network in the simulation.
+    """Calibrate the granule layer, then train the PF-PC weights of a new network in the simulation.
 
     Parameters
     ----------
@@ -192,9 +244,10 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
 
     Returns
     -------
-    conn, weights, curve : the connectivity, the trained weights ``(n_grc, n_pc)`` and one dict
-    per epoch (``epoch``, ``train_accuracy_online``, ``eval_accuracy``, weight statistics,
-    ``grc_rate_hz``, ``wall_s``).
+    conn, weights, curve, calibration : the (calibrated) connectivity, the trained weights
+    ``(n_grc, n_pc)``, one dict per epoch (``epoch``, ``train_accuracy_online``, ``eval_accuracy``,
+    weight statistics, ``grc_rate_hz``, ``cf_rate_hz``, ``cf_rate_max_hz``, ``wall_s``) and the
+    calibration record (:func:`calibrate_coding_level`; ``{}`` without calibration).
     """
     from models.spiking.engine import SpikingEngine, scores_from_counts
 
@@ -204,26 +257,31 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
     rng = np.random.default_rng([seed, 3])
     n = len(x)
     curve = []
-    trainer = _Trainer(cfg, conn, w, n) if tcfg.epochs > 0 else None
-    engine = None
-    if x_eval is not None and tcfg.epochs > 0:
-        engine = SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms,
-                               batch_size=engine_cfg.copies(cfg.width), chunks_per_run=engine_cfg.chunks_per_run,
-                               workers=engine_cfg.workers, seed=seed)
+    engine = SpikingEngine(cfg, conn, w, engine_cfg, seed=seed, noise="frozen")
+    trainer = None
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tcfg.epochs, desc="training epochs", unit="epoch")
     try:
+        calibration = {}
+        if cfg.grc_coding_level is not None:
+            n_cal = min(tcfg.n_calibration, n)
+            conn, calibration = calibrate_coding_level(engine, conn, x[:n_cal], cfg.grc_coding_level)
+        if tcfg.epochs > 0:
+            trainer = _Trainer(cfg, conn, w, n)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=tcfg.epochs, desc="training epochs", unit="epoch")
         for epoch in range(1, tcfg.epochs + 1):
             t0 = time.time()
             order = rng.permutation(n) if tcfg.shuffle else np.arange(n)
-            rates = cfg.mf_rate_min_hz + x[order].astype(np.float64) * (cfg.mf_rate_max_hz - cfg.mf_rate_min_hz)
+            rates = cfg.mf_rates_hz(x[order])
             targets = pc_targets(cfg, conn, y[order])
             lr_scale = tcfg.lr_decay ** (epoch - 1)
-            w, pc_counts, grc_total = trainer.epoch(rates, targets, seed * 100003 + epoch, w, lr_scale)
+            engine.set_weights(w)
+            start = engine.steady_state()
+            w, pc_counts, grc_total, cf_counts = trainer.epoch(rates, targets, seed * 100003 + epoch, w, lr_scale, start)
             online = scores_from_counts(pc_counts, n_classes, cfg.window_ms - cfg.readout_start_ms).argmax(1) == y[order]
+            epoch_s = n * cfg.window_ms * 1e-3
             row = {
                 "epoch": epoch,
                 "lr_scale": lr_scale,
@@ -232,18 +290,20 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
                 "w_mean": float(w.mean()),
                 "w_frac_zero": float((w <= 0).mean()),
                 "w_frac_max": float((w >= cfg.w_max).mean()),
-                "grc_rate_hz": grc_total / (conn.n_grc * n * cfg.window_ms * 1e-3),
+                "grc_rate_hz": grc_total / (conn.n_grc * epoch_s),
+                "cf_rate_hz": float(cf_counts.mean() / epoch_s),
+                "cf_rate_max_hz": float(cf_counts.max() / epoch_s) if cf_counts.size else 0.0,
                 "train_s": time.time() - t0,
             }
-            if engine is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
+            if x_eval is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
                 engine.set_weights(w)
                 xe = x_eval if tcfg.n_eval is None else x_eval[:tcfg.n_eval]
                 ye = y_eval if tcfg.n_eval is None else y_eval[:tcfg.n_eval]
                 row["eval_accuracy"] = float((engine.predict(xe).labels == ye).mean())
             row["wall_s"] = time.time() - t0
             curve.append(row)
-            log.info("epoch %d: online train acc %.3f, eval acc %.3f, %.1f s", epoch, row["train_accuracy_online"],
-                     row["eval_accuracy"], row["wall_s"])
+            log.info("epoch %d: online train acc %.3f, eval acc %.3f, CF %.2f Hz, %.1f s", epoch,
+                     row["train_accuracy_online"], row["eval_accuracy"], row["cf_rate_hz"], row["wall_s"])
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(train=f"{row['train_accuracy_online']:.3f}", test=f"{row['eval_accuracy']:.3f}")
@@ -252,21 +312,27 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
             bar.close()
         if trainer is not None:
             trainer.close()
-        if engine is not None:
-            engine.close()
-    return conn, w, curve
+        engine.close()
+    return conn, w, curve, calibration
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, seed: int, extra: dict | None = None):
-    """Write a ``.npz`` checkpoint (no pickle) from which the identical network is rebuilt."""
+def save_checkpoint(path, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, seed: int, extra: dict | None = None,
+                    calibration: dict | None = None):
+    """Write a ``.npz`` checkpoint (no pickle) from which the identical network is rebuilt: the
+    configuration, the wiring with the calibrated MF-GrC EPSPs, the weights and the calibration record."""
     save_npz(path, format=np.array(CHECKPOINT_FORMAT), config=np.array(json.dumps(asdict(cfg), sort_keys=True)),
              seed=np.int64(seed), weights=np.asarray(weights, dtype=np.float64),
-             extra=np.array(json.dumps(extra or {}, sort_keys=True)), **conn.to_arrays())
+             extra=np.array(json.dumps(extra or {}, sort_keys=True)),
+             calibration=np.array(json.dumps(calibration or {}, sort_keys=True)), **conn.to_arrays())
 
 
-def load_checkpoint(path) -> tuple[SpikingConfig, Connectivity, np.ndarray, int, dict]:
-    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`."""
+def load_checkpoint(path, with_calibration: bool = False):
+    """Read a checkpoint written by :func:`save_checkpoint`; problems raise :class:`CheckpointError`.
+
+    Returns ``(cfg, conn, weights, seed, extra)`` (and the calibration record when
+    ``with_calibration``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -274,7 +340,11 @@ def load_checkpoint(path) -> tuple[SpikingConfig, Connectivity, np.ndarray, int,
         data = load_npz(path)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable .npz checkpoint ({exc})") from None
-    if str(data.get("format", "")) != CHECKPOINT_FORMAT:
+    fmt = str(data.get("format", ""))
+    if fmt in OLD_FORMATS:
+        raise CheckpointError(f"{path} was written by an earlier version of the spiking network (format {fmt}); "
+                              f"retrain it with this version (format {CHECKPOINT_FORMAT})")
+    if fmt != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a spiking-cerebellum checkpoint (format {data.get('format')!r})")
     try:
         cfg = SpikingConfig(**json.loads(str(data["config"])))
@@ -282,18 +352,23 @@ def load_checkpoint(path) -> tuple[SpikingConfig, Connectivity, np.ndarray, int,
         weights = np.asarray(data["weights"], dtype=np.float64)
         seed = int(data["seed"])
         extra = json.loads(str(data["extra"]))
+        calibration = json.loads(str(data["calibration"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} is incomplete or inconsistent: {exc}") from None
     if weights.shape != (conn.n_grc, conn.n_pc):
         raise CheckpointError(f"{path}: weights have shape {weights.shape}, the connectivity needs {(conn.n_grc, conn.n_pc)}")
-    if conn.n_grc != cfg.width or conn.n_pc != cfg.pc_per_class * conn.n_classes:
+    if conn.n_grc != cfg.width or conn.n_pc != cfg.pc_per_class * conn.n_classes or conn.n_mli != cfg.n_mli(conn.n_pc):
         raise CheckpointError(f"{path}: connectivity does not match its configuration (width {cfg.width}, k {cfg.k})")
     fan_in = conn.fan_in_grc()
-    if not np.all(fan_in == min(cfg.k, conn.n_mf)):
+    if not np.all(fan_in == min(cfg.k, conn.n_mf)) or conn.mf_grc_w_mv.shape != conn.mf_grc_i.shape:
         raise CheckpointError(f"{path}: granule fan-in is not k={cfg.k} everywhere (corrupt connectivity)")
-    for name in ("mf_grc_i", "mf_goc_i"):
-        if getattr(conn, name).size and getattr(conn, name).max() >= conn.n_mf:
-            raise CheckpointError(f"{path}: {name} refers to mossy fibre beyond {conn.n_mf}")
+    if conn.pc_drive_mv.shape != (conn.n_pc,):
+        raise CheckpointError(f"{path}: Purkinje drives do not match the {conn.n_pc} Purkinje cells")
+    for name, n in (("mf_grc_i", conn.n_mf), ("mf_goc_i", conn.n_mf), ("grc_mli_i", conn.n_grc), ("mli_pc_i", conn.n_mli)):
+        if getattr(conn, name).size and getattr(conn, name).max() >= n:
+            raise CheckpointError(f"{path}: {name} refers to a cell beyond {n}")
+    if with_calibration:
+        return cfg, conn, weights, seed, extra, calibration
     return cfg, conn, weights, seed, extra
 
 
@@ -308,11 +383,8 @@ class SpikingModel:
                  engine_cfg: EngineConfig | None = None, record: tuple[str, ...] = ()):
         from models.spiking.engine import SpikingEngine
 
-        e = engine_cfg or EngineConfig()
         self.cfg, self.conn, self.weights, self.seed = cfg, conn, weights, seed
-        self.engine = SpikingEngine(cfg, conn, weights, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.copies(cfg.width),
-                                    chunks_per_run=e.chunks_per_run, workers=e.workers, noise=e.noise, seed=seed,
-                                    record=record)
+        self.engine = SpikingEngine(cfg, conn, weights, engine_cfg, seed=seed, record=record)
 
     @property
     def n_classes(self) -> int:
@@ -332,34 +404,71 @@ def load(run_path, engine_cfg: EngineConfig | None = None, record: tuple[str, ..
 
 
 # ----------------------------------------------------------------------------- registry entry
+def ridge_ceiling(train_counts: np.ndarray, y_train: np.ndarray, test_counts: np.ndarray, y_test: np.ndarray) -> dict:
+    """Test accuracy of an offline ridge readout of granule spike counts: the ceiling of any
+    PF-PC learning rule on this granule layer (regularisation by leave-one-out cross-validation
+    on the training set, scikit-learn's ``RidgeClassifierCV``)."""
+    from sklearn.linear_model import RidgeClassifierCV
+
+    clf = RidgeClassifierCV(alphas=np.logspace(-2, 5, 15)).fit(train_counts, y_train)
+    return {"ridge_test_accuracy": float(clf.score(test_counts, y_test)), "ridge_alpha": float(clf.alpha_)}
+
+
+def weight_stats(w: np.ndarray, cfg: SpikingConfig) -> tuple[dict, list[dict]]:
+    """What plasticity did to the PF-PC synapses: summary metrics and a histogram (cf. Brunel et
+    al. 2004, Neuron 43:745: learning by LTD leaves many synapses silent)."""
+    w = np.asarray(w, dtype=np.float64)
+    edges = np.linspace(0.0, cfg.w_max, 21)
+    counts, _ = np.histogram(w, bins=edges)
+    hist = [{"w_low": float(a), "w_high": float(b), "n": int(c), "fraction": float(c / w.size)}
+            for a, b, c in zip(edges[:-1], edges[1:], counts)]
+    metrics = {"w_mean": float(w.mean()), "w_median": float(np.median(w)),
+               "w_frac_silent": float((w <= 0.01 * cfg.w_max).mean()), "w_frac_max": float((w >= cfg.w_max).mean()),
+               "w_sd": float(w.std())}
+    return metrics, hist
+
+
 def fit(kind, ds, cfg: SpikingConfig, tcfg: SpikingTrainConfig, seed: int, run, progress: bool = False) -> dict:
-    """Train on ``ds``, evaluate, and write ``checkpoint.npz`` and ``learning_curve.csv`` into ``run``."""
+    """Train on ``ds``, evaluate, and write ``checkpoint.npz``, ``learning_curve.csv``,
+    ``biology.csv`` (:mod:`models.spiking.biology`) and ``weights.csv`` into ``run``."""
+    from models.spiking import biology
     from models.spiking.engine import SpikingEngine
 
     t0 = time.time()
-    conn, w, curve = train_network(ds.x_train, ds.y_train, cfg, tcfg, seed, n_classes=ds.n_classes,
-                                   x_eval=ds.x_test, y_eval=ds.y_test, progress=progress)
+    conn, w, curve, calibration = train_network(ds.x_train, ds.y_train, cfg, tcfg, seed, n_classes=ds.n_classes,
+                                                x_eval=ds.x_test, y_eval=ds.y_test, progress=progress)
     train_s = time.time() - t0
-    save_checkpoint(run.path / "checkpoint.npz", cfg, conn, w, seed, {"task": ds.name, "n_inputs": ds.n_inputs})
+    save_checkpoint(run.path / "checkpoint.npz", cfg, conn, w, seed, {"task": ds.name, "n_inputs": ds.n_inputs},
+                    calibration)
     run.write_csv("learning_curve.csv", curve)
-    e = EngineConfig()
-    with SpikingEngine(cfg, conn, w, window_ms=cfg.window_ms, dt_ms=cfg.dt_ms, batch_size=e.copies(cfg.width),
-                       chunks_per_run=e.chunks_per_run, workers=e.workers, seed=seed) as engine:
+    with SpikingEngine(cfg, conn, w, EngineConfig(), seed=seed) as engine:
         te = engine.predict(ds.x_test)
         tr = engine.predict(ds.x_train, slots=np.arange(len(ds.x_train)) + len(ds.x_test))
-        blank = engine.predict(np.zeros((1, ds.n_inputs)))
-        engine.set_weights(np.full_like(w, cfg.w_mli))
-        intrinsic = engine.predict(np.zeros((1, ds.n_inputs)))
+        bio = biology.measure(cfg, conn, w, engine, ds.x_test, ds.y_test, te.counts, curve, seed)
+    run.write_csv("biology.csv", bio)
+    w_metrics, hist = weight_stats(w, cfg)
+    run.write_csv("weights.csv", hist)
+    ridge = ridge_ceiling(tr.counts["grc"], ds.y_train, te.counts["grc"], ds.y_test)
     readout_ms = cfg.window_ms - cfg.readout_start_ms
+    by = {(r["population"], r["condition"]): r for r in bio}
     metrics = {
         "train_accuracy": float((tr.labels == ds.y_train).mean()),
         "test_accuracy": float((te.labels == ds.y_test).mean()),
-        "grc_coding_level": float((te.counts["grc"] > 0).mean()),
+        **ridge,
+        "biology_ok": biology.rows_ok(bio),
+        "grc_coding_level": coding_level(te.counts["grc"]),
+        "grc_coding_level_target": cfg.grc_coding_level,
+        "grc_scale": calibration.get("grc_scale", 1.0),
+        "w_mf_grc_mean_mv": float(np.mean(conn.mf_grc_w_mv)),
         "grc_rate_hz": float(te.counts["grc"].mean() * 1000 / cfg.window_ms),
         "goc_rate_hz": float(te.counts["goc"].mean() * 1000 / cfg.window_ms),
+        "mli_rate_hz": float(te.counts["mli"].mean() * 1000 / cfg.window_ms),
         "pc_rate_hz": float(te.counts["pc"].mean() * 1000 / readout_ms),
-        "pc_rate_blank_input_hz": float(blank.counts["pc"].mean() * 1000 / readout_ms),
-        "pc_spontaneous_rate_hz": float(intrinsic.counts["pc"].mean() * 1000 / readout_ms),
+        "pc_spontaneous_rate_hz": by[("pc", "spontaneous")]["rate_hz"],
+        "pc_synchrony_chi": by[("pc", "evoked")]["synchrony_chi"],
+        "cf_rate_hz": by[("cf", "training")]["rate_hz"],
+        "cf_rate_max_hz": by[("cf", "training")]["max_rate_hz"],
+        **w_metrics,
         "epochs": tcfg.epochs,
         "train_s": train_s,
         "epoch_s_mean": float(np.mean([r["train_s"] for r in curve])) if curve else 0.0,
