@@ -40,7 +40,7 @@ class Prediction:
     scores : ``(n, n_classes)`` mean Purkinje rate per class (Hz) over the readout period; higher =
         more evidence.
     counts : population -> ``(n, n_cells)`` spike counts (Purkinje: over the readout period from
-        ``model.readout_start_ms``; granule and Golgi cells: over the whole window).
+        ``model.readout_start_ms``; granule, Golgi cells and interneurons: over the whole window).
     spikes : population -> list of ``(i, t_ms)`` arrays per query (only when recorded).
     """
 

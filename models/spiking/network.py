@@ -34,7 +34,7 @@ trace (``dx/dt = -x / tau_elig``, ``x += 1`` per GrC spike)::
 
     ltd='cf':   PF spike:  w += a_ltp                               CF event: w -= a_ltd x
     ltd='none': PF spike:  w += a_ltp (1 - min(1, c))               CF event: c += 1 (no change of w)
-                between events w relaxes to w_init with tau_decay   (dc/dt = -c / tau_veto)
+                between events w decays to 0 with tau_decay        (dc/dt = -c / tau_veto)
 
 clipped to [0, w_max], with ``a_ltd = a_ltp / (cf_base tau_elig)`` so that LTP and LTD balance at
 the baseline climbing-fibre rate (a spiking delta rule). In the control no climbing fibre ever
@@ -736,8 +736,8 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     if cfg.ltd == "cf":
         model, on_pre = "w : 1\nlr_scale : 1 (shared)", f"w = clip(w + lr_scale * a_ltp * {teaching}, 0, w_max)"
         on_post = "w = clip(w - lr_scale * a_ltd * x_pf_pre, 0, w_max)"
-    else:  # no climbing-fibre depression: the CF vetoes LTP; weights relax to w_init between events
-        model = "dw/dt = lr_scale * (w_init - w) / decay_tau : 1 (event-driven)\nlr_scale : 1 (shared)"
+    else:  # no climbing-fibre depression: the CF vetoes LTP; potentiation decays between events
+        model = "dw/dt = -lr_scale * w / decay_tau : 1 (event-driven)\nlr_scale : 1 (shared)"
         on_pre = f"w = clip(w + lr_scale * a_ltp * {teaching} * clip(1 - c_veto_post, 0, 1), 0, w_max)"
         on_post = None
     pf_pc = b2.Synapses(grc, pc, model, on_pre={"pre": "v_post += j_pf * w\n" + on_pre},

@@ -65,8 +65,8 @@ class SpikingConfig:
     PF eligibility trace (LTD), and PF spikes alone potentiate (LTP). ``ltd='none'``: no
     climbing fibre ever depresses a PF-PC synapse; the climbing fibre instead *vetoes* PF-alone
     LTP for ``tau_veto_ms`` after it fires (Coesmans et al. 2004: climbing-fibre activity decides
-    whether PF activity potentiates), and potentiated weights relax back to ``w_init`` with
-    ``tau_decay_s`` (so that the weights can fall without any depression event). Everything
+    whether PF activity potentiates), and weights decay towards 0 with ``tau_decay_s`` (passive
+    decay of unconsolidated potentiation: the weights can fall without any depression event). Everything
     else (network, olive, targets, LTP) is the same.
     """
 
@@ -159,8 +159,8 @@ class SpikingConfig:
     tau_elig_ms: float = 50.0         # PF eligibility trace: ~100 ms window for CF pairing
     w_max: float = 1.0
     tau_veto_ms: float = 100.0        # ltd='none' only: a CF blocks PF-alone LTP for this long (pairing window)
-    tau_decay_s: float = 100.0        # ltd='none' only: weights relax to w_init with this time constant of
-                                      # presentation time; tuned so that the control learns
+    tau_decay_s: float = 100.0        # ltd='none' only: weights decay to 0 with this time constant of presentation
+                                      # time (a decay to w_init could not bring the PCs below their w_init rate)
     # a_ltd = a_ltp / (cf_base_hz * tau_elig): at baseline CF rate LTP and LTD balance, so the
     # net change is a spiking delta rule: dw ~ a_ltp * nu_pf * (r_target - r) * cf_gain / cf_base_hz
 
