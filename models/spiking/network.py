@@ -797,7 +797,7 @@ def simulate_with_olive(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
         tnet.net.add(*monitors.values())
         tnet.net.run(cfg.window_ms * b2.ms)
         w_after = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
-        if cfg.ltd == "cf" and not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
+        if not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
             raise RuntimeError("PF-PC weights changed with plasticity scaled to zero")
         trains = {pop: (np.asarray(m.i[:], dtype=np.int32), np.asarray(m.t_[:]) * 1000.0) for pop, m in monitors.items()}
         trains["pc"] = (np.asarray(tnet.pc_spikes.i[:], dtype=np.int32), np.asarray(tnet.pc_spikes.t_[:]) * 1000.0)
