@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "tasks": "scripts.tasks",
     "train": "scripts.train",
     "bench": "scripts.bench",
+    "diagnose": "scripts.diagnose",
     "demo": "scripts.demo",
     "attack": "scripts.attack",
     "study": "scripts.study",
