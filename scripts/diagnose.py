@@ -19,7 +19,6 @@ detail``) into the run folder and prints the table. Nothing else in the folder i
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -109,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from sklearn.linear_model import LinearRegression, RidgeClassifierCV
 
     from core.errors import ConfigError
+    from core.runs import write_csv
     from models.spiking.engine import SpikingEngine
     from models.spiking.params import EngineConfig
     from models.spiking.train import load_checkpoint
@@ -168,12 +168,7 @@ def run(args: argparse.Namespace) -> int:
         accs = replica(cfg, x, y, xt, yt, pc_model, k, epochs, lr_decay, args.seed, **kw)
         add("rule", variant, float("nan"), accs[-1], detail + "; test per epoch " + " ".join(f"{a:.3f}" for a in accs))
     out = run_dir / "learning_diagnosis.csv"
-    tmp = out.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
-    tmp.replace(out)
+    write_csv(out, rows, list(rows[0]))
     for r in rows:
         print(f"{r['quantity']:8s} {r['variant']:70s} train {r['train_accuracy']:.3f} test {r['test_accuracy']:.3f}  {r['detail']}")
     print(f"wrote {out}")

@@ -36,3 +36,14 @@ def test_nonneg_readout_matches_least_squares_when_the_constraint_is_inactive():
         assert np.allclose(score(x), f @ ls, atol=1e-3)
     else:  # the constrained optimum is no worse than the unconstrained one restricted to w >= 0
         assert ((score(x) - t) ** 2).sum() <= ((f @ np.c_[np.maximum(ls[:5], 0).T, ls[5:].T].T - t) ** 2).sum() + 1e-6
+
+
+def test_diagnose_on_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    from scripts.cli import main
+
+    assert main(["diagnose", "learning", "--run", str(tmp_path / "missing")]) == 2
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["diagnose", "learning", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no config.json" in err[0] and "checkpoint not found" in err[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # nothing written
