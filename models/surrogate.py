@@ -39,7 +39,7 @@ Each is self-consistent in the cell's own rate, ``r = F(mu(r), sigma)``: since `
 MLI inhibition: each MLI spike adds ``g_mli_pc``, decaying with ``tau_mli_pc``; PF-PC weights
 ``w`` in [0, w_max])::
 
-    g = g_mli_pc tau_mli_pc sum_{MLI k -> i} r_mli,k,   v_inf = (E_L + drive_i + g E_GABA) / (1 + g)
+    g = g_mli_pc tau_mli_pc sum_{MLI k -> i} u_k r_mli,k,   v_inf = (E_L + drive_i + g E_GABA) / (1 + g)
     mu = v_inf + tau_eff j_pf sum_j w_ji r_grc,j,      sigma^2 = tau_eff j_pf^2 sum_j w_ji^2 r_grc,j
 
 ``F`` is the leaky integrate-and-fire rate of the diffusion approximation (the Siegert formula;
@@ -240,7 +240,8 @@ class CerebellumSurrogate(nn.Module):
         self.register_buffer("mf_goc", connection_matrix(conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc))
         self.register_buffer("grc_goc", connection_matrix(conn.grc_goc_i, conn.grc_goc_j, conn.n_grc, conn.n_goc))
         self.register_buffer("grc_mli", connection_matrix(conn.grc_mli_i, conn.grc_mli_j, conn.n_grc, conn.n_mli))
-        self.register_buffer("mli_pc", connection_matrix(conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc))
+        self.register_buffer("mli_pc", connection_matrix(conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc,
+                                                          conn.mli_pc_w))
         self.register_buffer("w", torch.as_tensor(w, dtype=f64))
         self.register_buffer("w_sq", torch.as_tensor(w ** 2, dtype=f64))
         self.register_buffer("pc_drive", torch.as_tensor(np.asarray(conn.pc_drive_mv, dtype=np.float64)))

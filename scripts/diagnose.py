@@ -71,7 +71,11 @@ def nonneg_readout(x, y, n_classes: int, *, subtractive: bool, lam: float = 30.0
 
 def replica(cfg, x, y, x_test, y_test, pc_model, n_classes: int, epochs: int, lr_decay: float, seed: int,
             *, cf_noise: bool = True, olive_speed: float = 1.0):
-    """The training rule at rate level on fixed granule counts; returns test accuracy per epoch."""
+    """The training rule at rate level on fixed granule counts; returns test accuracy per epoch.
+
+    With ``cfg.a_inh > 0`` the MLI-PC plasticity is modelled as a learned per-cell subtractive term
+    ``-kd u_j sum(x)`` (``u_j >= 0`` from 0), trained by the same olive with the opposite sign.
+    """
     import numpy as np
 
     rng = np.random.default_rng([seed, 17])
@@ -85,8 +89,10 @@ def replica(cfg, x, y, x_test, y_test, pc_model, n_classes: int, epochs: int, lr
     for c in range(n_classes):
         targets[y == c, c * per:(c + 1) * per] = cfg.target_hz_on
 
+    u = np.zeros(n_classes * per)
+
     def rates(xa, wa):
-        return np.maximum(b0 + kd * (xa @ wa) + ks * xa.sum(1, keepdims=True), 0) / readout_s
+        return np.maximum(b0 + kd * (xa @ wa) + (ks - kd * u) * xa.sum(1, keepdims=True), 0) / readout_s
 
     accs = []
     for epoch in range(epochs):
@@ -98,6 +104,10 @@ def replica(cfg, x, y, x_test, y_test, pc_model, n_classes: int, epochs: int, lr
             # LTP per PF spike; LTD per CF event ~ a_ltd * PF trace, with a_ltd balancing LTP at base
             w += lr * (teach_s / (cfg.window_ms * 1e-3)) * x[s][:, None] * (1 - events / (base * teach_s))[None, :]
             np.clip(w, 0, cfg.w_max, out=w)
+            if cfg.a_inh > 0:
+                u += (cfg.a_inh * lr_decay ** epoch * (teach_s / (cfg.window_ms * 1e-3)) * x[s].mean()
+                      * (events / (base * teach_s) - 1))
+                np.maximum(u, 0, out=u)
         scores = rates(x_test, w).reshape(len(x_test), n_classes, per).mean(2)
         accs.append(float((scores.argmax(1) == y_test).mean()))
     return accs

@@ -201,8 +201,10 @@ def test_k_above_the_number_of_inputs_is_a_config_error():
 # ============================================================================ inference engine
 @pytest.fixture(scope="module")
 def net():
-    """A random network whose PF-PC weights span [0, 1], so that PF input matters."""
+    """A random network whose PF-PC weights span [0, 1], so that PF input matters, and whose MLI-PC
+    weights span [0, w_inh_max] (learned ones), so that both builders must load them."""
     conn = make_connectivity(CFG, N_IN, N_CLASSES, seed=1)
+    conn = conn.with_mli_pc_weights(np.random.default_rng(3).uniform(0, CFG.w_inh_max, len(conn.mli_pc_i)))
     weights = np.random.default_rng(2).random((conn.n_grc, conn.n_pc))
     return conn, weights
 
@@ -424,10 +426,43 @@ def run_plasticity(cfg: SpikingConfig, mf_hz: np.ndarray, targets_hz: np.ndarray
     tnet.net.add(grc_mon, io_mon)
     tnet.mf.noise_seed = 1
     tnet.io.noise_seed = 1
+    mli_mon = bb.SpikeMonitor(tnet.groups["mli"], name="test_mli_spikes")
+    tnet.net.add(mli_mon)
     tnet.net.run(PLAST_WINDOW_MS * bb.ms)
     w = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
     step = lambda mon: np.round(np.asarray(mon.t_[:]) / (DT_MS * 1e-3)).astype(int)
+    run_plasticity.last = {"conn": conn, "dw_inh": np.asarray(tnet.mli_pc.w_inh_[:]) - conn.mli_pc_w,
+                           "mli": (np.asarray(mli_mon.i[:]), step(mli_mon))}
     return (w - w0, (np.asarray(grc_mon.i[:]), step(grc_mon)), (np.asarray(io_mon.i[:]), step(io_mon)))
+
+
+@pytest.mark.parametrize("ltd", ["cf", "none"])
+def test_mli_pc_weights_follow_rebound_potentiation_rule(ltd):
+    """In both LTD settings: every MLI spike from teach_delay on lowers its MLI-PC weights by a_inh,
+    and a CF event on PC 0 raises PC 0's inhibitory weights by a_rp y_mli (the MLI's trace);
+    the other PCs' weights see only the MLI-alone term."""
+    cfg = replace(PLAST_CFG, ltd=ltd)
+    mf = np.zeros((N_MF_ROWS, N_IN))
+    mf[:, :4] = ALWAYS_HZ / 20  # some PF drive to the interneurons throughout
+    targets = np.full((N_STEPS, 4), NO_CF)
+    cf_step = 150
+    targets[cf_step, 0] = FORCE_CF
+    _, _, (ii, is_) = run_plasticity(cfg, mf, targets)
+    last = run_plasticity.last
+    conn, dw, (mi, ms) = last["conn"], last["dw_inh"], last["mli"]
+    np.testing.assert_array_equal(ii, [0])
+    late = ms >= TEACH_STEP
+    n_late = np.bincount(mi[late], minlength=conn.n_mli)
+    assert n_late.sum() > 0 and (ms < TEACH_STEP).any()  # spikes on both sides of the teaching onset
+    expected = -cfg.a_inh * n_late[conn.mli_pc_i].astype(float)
+    at = cf_step + 1  # the CF event reaches the PC one step after the olive spike
+    y = np.array([np.exp(-(at - ms[(mi == k) & (ms < at)]) * DT_MS / cfg.tau_elig_ms).sum() for k in range(conn.n_mli)])
+    on_pc0 = conn.mli_pc_j == 0
+    expected[on_pc0] += cfg.a_rp * y[conn.mli_pc_i[on_pc0]]
+    same_step = np.isin(conn.mli_pc_i, mi[ms == at])  # an MLI spike in the CF's own step: order-dependent trace
+    assert (on_pc0 & ~same_step).sum() > 0 and y[conn.mli_pc_i[on_pc0]].max() > 0
+    np.testing.assert_allclose(dw[~same_step], expected[~same_step], rtol=1e-9, atol=1e-15)
+    assert np.all(dw[~on_pc0] <= 0) and dw[on_pc0 & ~same_step].max() > 0
 
 
 @pytest.mark.parametrize("ltd", ["cf", "none"])
@@ -582,7 +617,8 @@ def test_training_learns(trained):
     conn, w, curve, _, calibration = trained
     assert [row["epoch"] for row in curve] == list(range(1, TRAIN_EPOCHS + 1))
     assert set(curve[0]) == {"epoch", "lr_scale", "train_accuracy_online", "eval_accuracy", "w_mean", "w_frac_zero",
-                             "w_frac_max", "grc_rate_hz", "cf_rate_hz", "cf_rate_max_hz", "train_s", "wall_s"}
+                             "w_frac_max", "w_inh_mean", "grc_rate_hz", "cf_rate_hz", "cf_rate_max_hz", "train_s",
+                             "wall_s"}
     assert all(row["cf_rate_hz"] > 0 and row["cf_rate_max_hz"] >= row["cf_rate_hz"] for row in curve)
     # the granule layer was calibrated to its coding level before training
     assert abs(calibration["coding_level"] - TRAIN_CFG.grc_coding_level) <= 0.02, calibration
@@ -597,6 +633,10 @@ def test_training_learns(trained):
     assert w.min() >= 0 and w.max() <= TRAIN_CFG.w_max
     assert np.abs(w - initial_weights(TRAIN_CFG, conn, 0)).max() > 0.05  # the weights did learn
     assert curve[-1]["w_mean"] == pytest.approx(w.mean())
+    # the MLI-PC weights learned too, within their bounds, and are what the last epoch reports
+    assert conn.mli_pc_w.min() >= 0 and conn.mli_pc_w.max() <= TRAIN_CFG.w_inh_max
+    assert np.abs(conn.mli_pc_w - 1).max() > 0.05
+    assert curve[-1]["w_inh_mean"] == pytest.approx(conn.mli_pc_w.mean())
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
@@ -668,7 +708,10 @@ BROKEN_CHECKPOINTS = {
     "mf_index": (_resave(_mf_out_of_range), "mf_grc_i refers to a cell beyond 16"),
     "old_format": (_resave(lambda a: a.update(format=np.array("cereb-spiking-v1"))), "earlier version of the spiking "
                                                                                       "network (format cereb-spiking-v1); retrain"),
+    "v2_format": (_resave(lambda a: a.update(format=np.array("cereb-spiking-v2"))), "earlier version of the spiking "
+                                                                                     "network (format cereb-spiking-v2); retrain"),
     "pc_drives": (_resave(lambda a: a.update(conn_pc_drive_mv=a["conn_pc_drive_mv"][:-1])), "Purkinje drives"),
+    "mli_pc_weights": (_resave(lambda a: a.update(conn_mli_pc_w=a["conn_mli_pc_w"][:-1])), "MLI-PC weights"),
     "config_mismatch": (_resave(_config_mismatch), "does not match its configuration"),
     "missing_weights": (_resave(lambda a: a.pop("weights")), "incomplete or inconsistent"),
     "bad_config_json": (_resave(lambda a: a.update(config=np.array("{not json"))), "incomplete or inconsistent"),

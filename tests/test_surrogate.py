@@ -351,8 +351,9 @@ def test_population_equations_follow_the_synapse_lists(net):
     (Brunel's noise amplitude: see the simulated neuron above.)"""
     conn, weights = net
     c = CFG
-    model = CerebellumSurrogate(CFG, conn, weights)
     rng = np.random.default_rng(9)
+    conn = conn.with_mli_pc_weights(rng.uniform(0.0, c.w_inh_max, len(conn.mli_pc_i)))  # learned MLI-PC weights
+    model = CerebellumSurrogate(CFG, conn, weights)
     r_mf = c.mf_rates_hz(rng.random((3, N_IN)))
     r_grc = rng.uniform(0.0, 30.0, (3, conn.n_grc))
     r_goc = rng.uniform(0.0, 40.0, (3, conn.n_goc))
@@ -390,7 +391,7 @@ def test_population_equations_follow_the_synapse_lists(net):
                                                  c.mli_v_reset_mv), rtol=1e-9, atol=1e-9)
     assert np.all(got["mli"] < 0.8 * _rate(mu0, sigma, tau, c.mli_v_thresh_mv, c.mli_v_reset_mv))
     # Purkinje cells: intrinsic drive per cell, PF EPSPs j_pf w, MLI shunting inhibition
-    g = c.g_mli_pc * c.tau_mli_pc_ms * 1e-3 * _summed(conn.mli_pc_i, conn.mli_pc_j, conn.n_pc, r_mli)
+    g = c.g_mli_pc * c.tau_mli_pc_ms * 1e-3 * _summed(conn.mli_pc_i, conn.mli_pc_j, conn.n_pc, r_mli, conn.mli_pc_w)
     tau = c.pc_tau_m_ms * 1e-3 / (1 + g)
     j = c.j_pf_scaled_mv
     mu = (c.pc_e_leak_mv + conn.pc_drive_mv + g * c.pc_e_gaba_mv) / (1 + g) + tau * j * (r_grc @ weights)

@@ -84,6 +84,11 @@ class _Runner:
 
         set_mf_grc_weights(self.inet, w_mv)
 
+    def set_mli_pc_weights(self, w: np.ndarray) -> None:
+        from models.spiking.network import set_mli_pc_weights
+
+        set_mli_pc_weights(self.inet, w)
+
     def set_start(self, state: dict) -> None:
         from models.spiking.network import set_start_state
 
@@ -164,6 +169,14 @@ class _Runners:
             runner.set_mf_grc_weights(self.mf_grc_w)
         self.start = None
 
+    def set_mli_pc_weights(self, w: np.ndarray) -> None:
+        from dataclasses import replace
+
+        self.conn = replace(self.conn, mli_pc_w=np.array(w, dtype=np.float64))
+        for runner in self.nets.values():
+            runner.set_mli_pc_weights(self.conn.mli_pc_w)
+        self.start = None
+
     def run_all(self, rates, slots, seed):
         """Run ``len(rates)`` queries: one chunk on a small network, or runs of at most
         ``batch_size * max_chunks`` on the largest."""
@@ -197,6 +210,9 @@ def _worker_main(conn_pipe, init_args):
                 conn_pipe.send(("ok", None))
             elif msg[0] == "mf_grc":
                 runners.set_mf_grc_weights(msg[1])
+                conn_pipe.send(("ok", None))
+            elif msg[0] == "mli_pc":
+                runners.set_mli_pc_weights(msg[1])
                 conn_pipe.send(("ok", None))
             elif msg[0] == "state":
                 conn_pipe.send(("ok", runners.steady_state()))
@@ -369,6 +385,15 @@ class SpikingEngine:
             self._local.set_mf_grc_weights(w)
         if self._pool is not None:
             self._pool.broadcast(("mf_grc", w))
+
+    def set_mli_pc_weights(self, w: np.ndarray) -> None:
+        """Replace the MLI-PC weights (``Connectivity.mli_pc_i`` order) without rebuilding."""
+        self.conn = self.conn.with_mli_pc_weights(w)
+        w = self.conn.mli_pc_w
+        if self._local is not None:
+            self._local.set_mli_pc_weights(w)
+        if self._pool is not None:
+            self._pool.broadcast(("mli_pc", w))
 
     def steady_state(self) -> dict:
         """The state every presentation starts from (one copy; volt): see :func:`models.spiking.network.steady_state`."""

@@ -20,7 +20,8 @@ MLI  molecular-layer interneurons (stellate/basket): the same pacemaker model, e
      ``pf_per_mli`` random parallel fibres, each inhibiting ``mli_to_pc`` random Purkinje cells
      (feed-forward inhibition: it makes the readout signed).
 PC   Purkinje cells, ``pc_per_class`` per class: LIF pacemakers (heterogeneous intrinsic drive),
-     PF EPSPs ``j_pf w`` (w the plastic weight in [0, w_max]) and MLI conductance inhibition::
+     PF EPSPs ``j_pf w`` (w the plastic weight in [0, w_max]) and MLI conductance inhibition
+     (MLI spike: ``g_mli += g_mli_pc u``, u the plastic MLI-PC weight in [0, w_inh_max], initially 1)::
 
          tau_m dv/dt = (E_L + drive_i - v) + g_mli (E_GABA - v),   dg_mli/dt = -g_mli / tau_mli_pc
 
@@ -38,7 +39,17 @@ trace (``dx/dt = -x / tau_elig``, ``x += 1`` per GrC spike)::
 
 clipped to [0, w_max], with ``a_ltd = a_ltp / (cf_base tau_elig)`` so that LTP and LTD balance at
 the baseline climbing-fibre rate (a spiking delta rule). In the control no climbing fibre ever
-depresses a synapse: the climbing fibre only vetoes LTP (see :class:`~models.spiking.params.SpikingConfig`).
+depresses a PF-PC synapse: the climbing fibre only vetoes LTP (see :class:`~models.spiking.params.SpikingConfig`).
+
+In both settings the MLI-PC weight ``u`` learns with the opposite sign, with ``y`` the MLI's trace
+(``dy/dt = -y / tau_elig``, ``y += 1`` per MLI spike)::
+
+    MLI spike:  u -= a_inh                                      CF event: u += a_rp y
+
+clipped to [0, w_inh_max], ``a_rp = a_inh / (cf_base tau_elig)``: inhibition grows on a Purkinje
+cell whose olive fires above baseline (the cell fires above its target; rebound potentiation,
+Kano et al. 1992) and fades where it fires below. This is the learned subtractive term that a
+readout with non-negative PF-PC weights needs (``cereb diagnose learning`` measures both ceilings).
 
 Start of a presentation and readout
 -----------------------------------
@@ -67,7 +78,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Connectivity", "make_connectivity", "initial_weights", "pc_class", "InferenceNet", "build_inference_net",
            "set_inference_weights", "set_mf_grc_weights", "run_inference_chunks", "TrainingNet", "build_training_net",
-           "epoch_namespace", "simulate_with_olive", "STATE_VARS", "initial_state"]
+           "epoch_namespace", "simulate_with_olive", "set_mli_pc_weights", "STATE_VARS", "initial_state"]
 
 # the state variables of each population that a presentation starts from
 STATE_VARS = {"grc": ("v", "g_goc"), "goc": ("v", "a"), "mli": ("v", "a"), "pc": ("v", "g_mli")}
@@ -79,8 +90,9 @@ class Connectivity:
     """The fixed random structure of one copy of the network.
 
     Index arrays (presynaptic ``*_i``, postsynaptic ``*_j``), the MF-GrC EPSP of every synapse
-    ``mf_grc_w_mv`` (after calibration), and the intrinsic drive of every Purkinje cell
-    ``pc_drive_mv``.
+    ``mf_grc_w_mv`` (after calibration), the intrinsic drive of every Purkinje cell
+    ``pc_drive_mv``, and the MLI-PC weight of every inhibitory synapse ``mli_pc_w`` (a multiplier
+    of ``g_mli_pc``: 1 before training, learned with the PF-PC weights).
     """
 
     n_mf: int
@@ -103,10 +115,11 @@ class Connectivity:
     mli_pc_i: np.ndarray
     mli_pc_j: np.ndarray
     pc_drive_mv: np.ndarray
+    mli_pc_w: np.ndarray
 
     ARRAYS = ("mf_grc_i", "mf_grc_j", "mf_goc_i", "mf_goc_j", "grc_goc_i", "grc_goc_j", "goc_grc_i", "goc_grc_j",
               "grc_mli_i", "grc_mli_j", "mli_pc_i", "mli_pc_j")
-    FLOATS = ("mf_grc_w_mv", "pc_drive_mv")
+    FLOATS = ("mf_grc_w_mv", "pc_drive_mv", "mli_pc_w")
     SIZES = ("n_mf", "n_grc", "n_goc", "n_mli", "n_pc", "n_classes")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -131,6 +144,15 @@ class Connectivity:
         from dataclasses import replace
 
         return replace(self, mf_grc_w_mv=self.mf_grc_w_mv * float(scale))
+
+    def with_mli_pc_weights(self, w: np.ndarray) -> "Connectivity":
+        """The same network with the MLI-PC weights ``w`` (``mli_pc_i`` order)."""
+        from dataclasses import replace
+
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != self.mli_pc_i.shape:
+            raise ValueError(f"MLI-PC weights must have shape {self.mli_pc_i.shape}, got {w.shape}")
+        return replace(self, mli_pc_w=w)
 
 
 def _choose_k(rng: np.random.Generator, n_pre: int, n_post: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +202,7 @@ def make_connectivity(cfg: SpikingConfig, n_inputs: int, n_classes: int, seed: i
         mf_grc_i=mf_grc[0], mf_grc_j=mf_grc[1], mf_grc_w_mv=cfg.w_mf_grc_mv * w_rel,
         mf_goc_i=mf_goc[0], mf_goc_j=mf_goc[1], grc_goc_i=grc_goc[0], grc_goc_j=grc_goc[1],
         goc_grc_i=goc_grc[0], goc_grc_j=goc_grc[1], grc_mli_i=grc_mli[0], grc_mli_j=grc_mli[1],
-        mli_pc_i=mli_pc[0], mli_pc_j=mli_pc[1], pc_drive_mv=drive,
+        mli_pc_i=mli_pc[0], mli_pc_j=mli_pc[1], pc_drive_mv=drive, mli_pc_w=np.ones(len(mli_pc[0])),
     )
 
 
@@ -335,8 +357,10 @@ def _synapses(b2, name, pre, post, i, j, n_pre, n_post, copies, code, clock, ns,
     return s
 
 
-def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock, ns: dict) -> list:
-    """MF-GoC, PF-GoC, GoC-GrC and MLI-PC synapses (the same in both builders)."""
+def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock, ns: dict,
+                    plastic_inh: bool = False) -> list:
+    """MF-GoC, PF-GoC, GoC-GrC and MLI-PC synapses (the same in both builders; the MLI-PC weights
+    ``w_inh`` are set from ``conn.mli_pc_w``, and the training builder adds their plasticity)."""
     g = groups
     return [
         _synapses(b2, "mf_goc", mf, g["goc"], conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc, copies,
@@ -345,9 +369,27 @@ def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock
                   "v_post += w_grc_goc", clock, ns),
         _synapses(b2, "goc_grc", g["goc"], g["grc"], conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc, copies,
                   "g_goc_post += g_goc_grc", clock, ns),
-        _synapses(b2, "mli_pc", g["mli"], g["pc"], conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc, copies,
-                  "g_mli_post += g_mli_pc", clock, ns),
+        _mli_pc(b2, g, conn, copies, clock, ns, plastic=plastic_inh),
     ]
+
+
+def _mli_pc(b2, groups: dict, conn: Connectivity, copies: int, clock, ns: dict, plastic: bool = False):
+    """MLI-PC inhibition with weights ``w_inh`` (``conn.mli_pc_w``); ``plastic``: the MLI-alone
+    depression and CF-triggered rebound potentiation of the module docstring (training only)."""
+    if plastic:
+        model = "w_inh : 1\nlr_scale_inh : 1 (shared)"
+        on_pre = {"pre": "g_mli_post += g_mli_pc * w_inh\n"
+                         "w_inh = clip(w_inh - lr_scale_inh * a_inh * int(t % sample_dt >= teach_delay), 0, w_inh_max)"}
+        on_post = "w_inh = clip(w_inh + lr_scale_inh * a_rp * y_mli_pre, 0, w_inh_max)"
+        s = b2.Synapses(groups["mli"], groups["pc"], model, on_pre=on_pre, on_post=on_post,
+                        on_event={"pre": "spike", "post": "cf"}, clock=clock, namespace=ns, name="mli_pc")
+        ii, jj = _offsets(conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc, copies)
+        s.connect(i=ii, j=jj)
+    else:
+        s = _synapses(b2, "mli_pc", groups["mli"], groups["pc"], conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.n_pc,
+                      copies, "g_mli_post += g_mli_pc * w_inh", clock, ns, model="w_inh : 1 (constant)")
+    s.w_inh_[:] = np.tile(np.asarray(conn.mli_pc_w, dtype=np.float64), copies)
+    return s
 
 
 def _set_start(groups: dict, state: dict, copies: int) -> None:
@@ -566,6 +608,11 @@ def set_mf_grc_weights(inet: InferenceNet, w_mv: np.ndarray) -> None:
     inet.mf_grc_w[:] = np.asarray(w_mv, dtype=np.float64)[inet.mf_grc_order] * 1e-3
 
 
+def set_mli_pc_weights(inet: InferenceNet, w: np.ndarray) -> None:
+    """Load MLI-PC weights (``Connectivity.mli_pc_i`` order) into every copy without rebuilding."""
+    inet.net["mli_pc"].w_inh_[:] = np.tile(np.asarray(w, dtype=np.float64), inet.copies)
+
+
 def set_start_state(inet: InferenceNet, state: dict) -> None:
     """Every later presentation starts from ``state`` (one copy's values, volt), and so does the next run."""
     _set_start(inet.groups, state, inet.copies)
@@ -679,6 +726,10 @@ class TrainingNet:
         return self.groups["grc"]
 
     @property
+    def mli_pc(self):
+        return self.net["mli_pc"]
+
+    @property
     def pc(self):
         return self.groups["pc"]
 
@@ -702,26 +753,28 @@ def build_training_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarr
     ns = _namespace(b2, cfg)
     ns["sample_dt"] = window_ms * b2.ms
     ns["teach_delay"] = cfg.teach_delay_ms * b2.ms
+    ns.update(a_inh=cfg.a_inh, a_rp=cfg.a_rp, w_inh_max=cfg.w_inh_max)
     clock, window_clock = _clocks(b2, dt_ms, window_ms)
     teaching = "int(t % sample_dt >= teach_delay)"  # a training run always starts at t = 0
     mf = b2.NeuronGroup(conn.n_mf, MF_EQS, clock=clock, namespace=dict(ns), name="mf", reset="",
                         threshold="mf_uniform(noise_seed, 0, fibre, timestep(t - t_call, dt)) < mf_input(t - t_call, i) * dt")
     mf.fibre = np.arange(conn.n_mf)
-    extra = {"grc": "dx_pf/dt = -x_pf / elig_tau : 1\n",
+    extra = {"grc": "dx_pf/dt = -x_pf / elig_tau : 1\n", "mli": "dy_mli/dt = -y_mli / elig_tau : 1\n",
              "pc": "dr/dt = -r / rate_tau : Hz\ncf_flag : 1\ndc_veto/dt = -c_veto / veto_tau : 1\n"}
-    groups = _cells(b2, cfg, conn, 1, clock, ns, extra, {"grc": "; x_pf += 1", "pc": "; r += 1 / rate_tau"},
+    groups = _cells(b2, cfg, conn, 1, clock, ns, extra, {"grc": "; x_pf += 1", "mli": "; y_mli += 1", "pc": "; r += 1 / rate_tau"},
                     events={"pc": {"cf": "cf_flag > 0.5"}})
     grc, pc = groups["grc"], groups["pc"]
     # every sample starts from the steady state
     for pop in STATE_VARS:
-        reset = RESTART[pop] + {"grc": "\nx_pf = 0", "pc": "\nr = 0*Hz\ncf_flag = 0\nc_veto = 0"}.get(pop, "")
+        reset = RESTART[pop] + {"grc": "\nx_pf = 0", "mli": "\ny_mli = 0", "pc": "\nr = 0*Hz\ncf_flag = 0\nc_veto = 0"}.get(pop, "")
         groups[pop].run_regularly(reset, clock=window_clock, when="start", name=f"{pop}_sample_reset")
     _set_start(groups, start or initial_state(cfg, conn, 0), 1)
     mf_grc = b2.Synapses(mf, grc, "w_syn : volt (constant)", on_pre="v_post += w_syn", clock=clock, namespace=ns,
                          name="mf_grc")
     mf_grc.connect(i=conn.mf_grc_i.astype(np.int64), j=conn.mf_grc_j.astype(np.int64))
     mf_grc.w_syn_[:] = conn.mf_grc_w_mv * 1e-3
-    syn = _fixed_synapses(b2, groups, mf, conn, 1, clock, ns)
+    syn = _fixed_synapses(b2, groups, mf, conn, 1, clock, ns, plastic_inh=True)
+    syn[-1].lr_scale_inh = 1.0
     syn.append(_synapses(b2, "grc_mli", grc, groups["mli"], conn.grc_mli_i, conn.grc_mli_j, conn.n_grc, conn.n_mli, 1,
                          "v_post += w_pf_mli", clock, ns))
     io = b2.NeuronGroup(conn.n_pc, "r_pc : Hz (linked)\nnoise_seed : integer (shared)\nt_call : second (shared)",
@@ -790,6 +843,7 @@ def simulate_with_olive(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
         tnet.mf.namespace["mf_input"] = ns["mf_input"]
         tnet.io.namespace["pc_target"] = ns["pc_target"]
         tnet.pf_pc.lr_scale = 0.0
+        tnet.mli_pc.lr_scale_inh = 0.0
         tnet.mf.noise_seed = int(noise_seed) % (2**31)
         tnet.io.noise_seed = int(noise_seed) % (2**31)
         groups = {"mf": tnet.mf, "grc": tnet.grc, "goc": tnet.groups["goc"], "mli": tnet.groups["mli"], "io": tnet.io}
@@ -799,6 +853,8 @@ def simulate_with_olive(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
         w_after = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
         if not np.array_equal(w_after, np.asarray(weights, dtype=np.float64)):
             raise RuntimeError("PF-PC weights changed with plasticity scaled to zero")
+        if not np.array_equal(np.asarray(tnet.mli_pc.w_inh_[:]), np.asarray(conn.mli_pc_w, dtype=np.float64)):
+            raise RuntimeError("MLI-PC weights changed with plasticity scaled to zero")
         trains = {pop: (np.asarray(m.i[:], dtype=np.int32), np.asarray(m.t_[:]) * 1000.0) for pop, m in monitors.items()}
         trains["pc"] = (np.asarray(tnet.pc_spikes.i[:], dtype=np.int32), np.asarray(tnet.pc_spikes.t_[:]) * 1000.0)
         trains["cf"] = trains.pop("io")

@@ -32,7 +32,7 @@ from models.spiking.params import CHECKPOINT_FORMAT, EngineConfig, SpikingConfig
 
 log = logging.getLogger(__name__)
 
-OLD_FORMATS = ("cereb-spiking-v1",)
+OLD_FORMATS = ("cereb-spiking-v1", "cereb-spiking-v2")
 
 __all__ = ["model_config", "train_config", "fit", "train_network", "save_checkpoint", "load_checkpoint",
            "SpikingModel", "load", "pc_targets"]
@@ -119,9 +119,10 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
         if msg[0] == "stop":
             return
         try:
-            _, rates, targets, seed, w, lr_scale, start = msg
+            _, rates, targets, seed, w, w_inh, lr_scale, start = msg
             run_args = {mf_input: rates * b2.Hz, pc_target: targets * b2.Hz, tnet.pf_pc.w: w.ravel(),
-                        tnet.pf_pc.lr_scale: float(lr_scale), tnet.mf.noise_seed: int(seed),
+                        tnet.pf_pc.lr_scale: float(lr_scale), tnet.mli_pc.w_inh: np.asarray(w_inh, dtype=np.float64),
+                        tnet.mli_pc.lr_scale_inh: float(lr_scale), tnet.mf.noise_seed: int(seed),
                         tnet.io.noise_seed: int(seed)}
             for pop, names in STATE_VARS.items():
                 for var in names:
@@ -133,8 +134,12 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
                 if not (np.array_equal(i, np.repeat(np.arange(conn.n_grc), conn.n_pc))
                         and np.array_equal(j, np.tile(np.arange(conn.n_pc), conn.n_grc))):
                     raise RuntimeError("unexpected PF-PC synapse order in the standalone build")
+                if not (np.array_equal(np.asarray(tnet.mli_pc.i[:]), conn.mli_pc_i)
+                        and np.array_equal(np.asarray(tnet.mli_pc.j[:]), conn.mli_pc_j)):
+                    raise RuntimeError("unexpected MLI-PC synapse order in the standalone build")
                 first = False
             w_new = np.asarray(tnet.pf_pc.w_[:]).reshape(conn.n_grc, conn.n_pc)
+            w_inh_new = np.array(tnet.mli_pc.w_inh_[:], dtype=np.float64)
             si = np.asarray(tnet.pc_spikes.i[:])
             st = np.asarray(tnet.pc_spikes.t_[:])
             sample = np.minimum((st / (cfg.window_ms * 1e-3)).astype(np.int64), n_samples - 1)
@@ -143,7 +148,7 @@ def _trainer_main(pipe, cfg_dict, conn_arrays, weights, n_samples, build_dir):
             np.add.at(pc_counts, (sample[late], si[late]), 1)
             grc_total = int(np.asarray(tnet.grc_count.count[:]).sum())
             cf_counts = np.asarray(tnet.io_count.count[:], dtype=np.int64)
-            pipe.send(("ok", (w_new, pc_counts, grc_total, cf_counts)))
+            pipe.send(("ok", (w_new, w_inh_new, pc_counts, grc_total, cf_counts)))
         except BaseException:
             pipe.send(("error", traceback.format_exc()))
 
@@ -170,8 +175,8 @@ class _Trainer:
             raise RuntimeError(f"training process failed:\n{payload}")
         return payload
 
-    def epoch(self, rates, targets, seed, w, lr_scale, start):
-        self.pipe.send(("epoch", rates, targets, seed, w, lr_scale, start))
+    def epoch(self, rates, targets, seed, w, w_inh, lr_scale, start):
+        self.pipe.send(("epoch", rates, targets, seed, w, w_inh, lr_scale, start))
         return self._reply()
 
     def close(self):
@@ -278,8 +283,11 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
             targets = pc_targets(cfg, conn, y[order])
             lr_scale = tcfg.lr_decay ** (epoch - 1)
             engine.set_weights(w)
+            engine.set_mli_pc_weights(conn.mli_pc_w)
             start = engine.steady_state()
-            w, pc_counts, grc_total, cf_counts = trainer.epoch(rates, targets, seed * 100003 + epoch, w, lr_scale, start)
+            w, w_inh, pc_counts, grc_total, cf_counts = trainer.epoch(rates, targets, seed * 100003 + epoch, w,
+                                                                      conn.mli_pc_w, lr_scale, start)
+            conn = conn.with_mli_pc_weights(w_inh)
             online = scores_from_counts(pc_counts, n_classes, cfg.window_ms - cfg.readout_start_ms).argmax(1) == y[order]
             epoch_s = n * cfg.window_ms * 1e-3
             row = {
@@ -290,6 +298,7 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
                 "w_mean": float(w.mean()),
                 "w_frac_zero": float((w <= 0).mean()),
                 "w_frac_max": float((w >= cfg.w_max).mean()),
+                "w_inh_mean": float(w_inh.mean()),
                 "grc_rate_hz": grc_total / (conn.n_grc * epoch_s),
                 "cf_rate_hz": float(cf_counts.mean() / epoch_s),
                 "cf_rate_max_hz": float(cf_counts.max() / epoch_s) if cf_counts.size else 0.0,
@@ -297,6 +306,7 @@ def train_network(x: np.ndarray, y: np.ndarray, cfg: SpikingConfig, tcfg: Spikin
             }
             if x_eval is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
                 engine.set_weights(w)
+                engine.set_mli_pc_weights(conn.mli_pc_w)
                 xe = x_eval if tcfg.n_eval is None else x_eval[:tcfg.n_eval]
                 ye = y_eval if tcfg.n_eval is None else y_eval[:tcfg.n_eval]
                 row["eval_accuracy"] = float((engine.predict(xe).labels == ye).mean())
@@ -364,6 +374,10 @@ def load_checkpoint(path, with_calibration: bool = False):
         raise CheckpointError(f"{path}: granule fan-in is not k={cfg.k} everywhere (corrupt connectivity)")
     if conn.pc_drive_mv.shape != (conn.n_pc,):
         raise CheckpointError(f"{path}: Purkinje drives do not match the {conn.n_pc} Purkinje cells")
+    w_inh = conn.mli_pc_w
+    if w_inh.shape != conn.mli_pc_i.shape or not np.all((w_inh >= 0) & (w_inh <= cfg.w_inh_max)):
+        raise CheckpointError(f"{path}: MLI-PC weights do not match the MLI-PC synapses or lie outside "
+                              f"[0, {cfg.w_inh_max}]")
     for name, n in (("mf_grc_i", conn.n_mf), ("mf_goc_i", conn.n_mf), ("grc_mli_i", conn.n_grc), ("mli_pc_i", conn.n_mli)):
         if getattr(conn, name).size and getattr(conn, name).max() >= n:
             raise CheckpointError(f"{path}: {name} refers to a cell beyond {n}")
@@ -469,6 +483,8 @@ def fit(kind, ds, cfg: SpikingConfig, tcfg: SpikingTrainConfig, seed: int, run, 
         "cf_rate_hz": by[("cf", "training")]["rate_hz"],
         "cf_rate_max_hz": by[("cf", "training")]["max_rate_hz"],
         **w_metrics,
+        "w_inh_mean": float(np.mean(conn.mli_pc_w)),
+        "w_inh_frac_max": float(np.mean(conn.mli_pc_w >= cfg.w_inh_max)),
         "epochs": tcfg.epochs,
         "train_s": train_s,
         "epoch_s_mean": float(np.mean([r["train_s"] for r in curve])) if curve else 0.0,
