@@ -126,7 +126,9 @@ class RateTrainConfig:
     after 10 epochs) with 16x fewer optimizer steps; larger batches at this rate undertrain in 10
     epochs (batch 64: -1 point) and raising the rate with the batch makes RMSprop oscillate (batch
     64, 4x rate: 86%). ``batch_size=1`` reproduces the paper's protocol exactly, the running mean
-    included (see :func:`ema_scan`), at a much higher cost.
+    included (see :func:`ema_scan`); with the feature cache it runs as one compiled loop over the
+    samples (:mod:`models.readout_b1`), whose epoch ``cereb bench rate`` times against a mini-batch
+    epoch. The ``studies/paper_*.yaml`` studies use batch size 1.
 
     Attributes
     ----------
@@ -464,6 +466,12 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _b1_kernel() -> bool:
+    from models.readout_b1 import kernel_available
+
+    return kernel_available()
+
+
 def _mse(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((y - target) ** 2).sum(dim=1).mean()
 
@@ -500,6 +508,46 @@ def _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_o
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((y.detach().argmax(1) == y_tr[idx]).sum())
             bar.update(1)
+        epochs_run = epoch
+        acc, tloss = evaluate_test()
+        curve.append({"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n,
+                      "test_loss": tloss, "test_accuracy": acc, "wall_s": time.time() - started})
+        log.info("epoch %d: train loss %.4f acc %.4f, test acc %.4f", epoch, loss_sum / n, correct / n, acc)
+        bar.set_postfix(test_acc=f"{acc:.4f}")
+        if acc >= train_cfg.early_stop_acc:
+            log.info("early stop: test accuracy %.4f >= %.4f", acc, train_cfg.early_stop_acc)
+            break
+    return epochs_run
+
+
+B1_BLOCK = 256  # rows converted to float32 at a time for the compiled batch-size-1 loop
+
+
+def _train_epochs_b1(model, h_tr, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test, started) -> int:
+    """The epoch loop of :func:`fit` at batch size 1 for the rate model on cached granule activity:
+    the same sample order and arithmetic as :func:`_train_epochs`, one compiled loop per block
+    of samples (:mod:`models.readout_b1`) instead of one autograd step per sample."""
+    from models.readout_b1 import train_block
+
+    n = len(y_tr)
+    P = model.readout.weight.data.numpy()
+    b = model.readout.bias.data.numpy() if model.readout.bias is not None else None
+    vP = np.zeros_like(P)
+    vb = np.zeros_like(b) if b is not None else None
+    m = model.ma.numpy() if model.ma is not None else None
+    labels = y_tr.numpy()
+    epochs_run = 0
+    for epoch in range(1, train_cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen_order)
+        loss_sum, correct = 0.0, 0
+        for i in range(0, n, B1_BLOCK):
+            idx = order[i:i + B1_BLOCK]
+            loss, ok = train_block(h_tr[idx].float().numpy(), labels[idx.numpy()], P, b, vP, vb, m,
+                                   beta=model.cfg.beta, lr=lr, alpha=train_cfg.alpha, eps=train_cfg.eps)
+            loss_sum += loss
+            correct += ok
+            bar.update(len(idx))
         epochs_run = epoch
         acc, tloss = evaluate_test()
         curve.append({"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n,
@@ -562,9 +610,14 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
     steps_per_epoch = (n + bs - 1) // bs
     bar = tqdm(total=train_cfg.epochs * steps_per_epoch, desc=f"train {kind}", unit="step",
                disable=not progress, leave=False)
+    compiled = kind == "rate" and cached and bs == 1 and _b1_kernel()
     with _torch_threads(1):
-        epochs_run = _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_order, bar, curve,
-                                   evaluate_test, started)
+        if compiled:
+            epochs_run = _train_epochs_b1(model, train_in, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test,
+                                          started)
+        else:
+            epochs_run = _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_order, bar, curve,
+                                       evaluate_test, started)
     bar.close()
 
     model.eval()
@@ -581,6 +634,7 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
         "lr": lr,
         "n_parameters_trained": int(sum(p.numel() for p in params)),
         "feature_cache": "float16" if cached else "none",
+        "train_loop": "compiled batch-size-1" if compiled else "pytorch",
         "train_wall_s": time.time() - started,
     }
     return metrics

@@ -7,11 +7,15 @@ import time
 
 from scripts.common import module_main
 
-DESCRIPTION = "Benchmark the batched spiking engine against a naive loop of single-sample runs."
+DESCRIPTION = ("Benchmark the batched spiking engine against a naive loop of single-sample runs (spiking), or "
+               "batch-size-1 rate-model training against mini-batch training (rate).")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", choices=["spiking"], help="what to benchmark")
+    p.add_argument("target", choices=["spiking", "rate"], help="what to benchmark")
+    p.add_argument("--widths", default="5000,200000", help="rate: granule widths (default 5000,200000)")
+    p.add_argument("--samples", type=int, default=2000,
+                   help="rate: training samples per timed epoch (default 2000; times are also given per 8,000)")
     p.add_argument("--run", metavar="DIR", help="a trained spiking run (default: an untrained default digits network)")
     p.add_argument("--n", type=int, default=4000, help="queries for the batched engine (default 4000: whole chunks)")
     p.add_argument("--naive-n", type=int, default=30, help="queries for the naive loop (default 30)")
@@ -21,7 +25,83 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def machine() -> str:
+    """CPU model, cores and SIMD flags of this machine (Linux /proc/cpuinfo; platform otherwise)."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, SIMD {' '.join(simd) or 'unknown'}"
+
+
+def run_rate(args: argparse.Namespace) -> int:
+    """One epoch of mini-batch (16) PyTorch training and one of compiled batch-size-1 training of
+    the rate model's readout, on the same cached granule activity, side by side per width."""
+    import numpy as np
+    import torch
+
+    from core.errors import ConfigError
+    from models import rate
+
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise ConfigError(f"--widths must be comma-separated integers, got {args.widths!r}") from None
+    if args.samples < 1 or any(w < 1 for w in widths):
+        raise ConfigError("--samples and every width must be >= 1")
+    if not rate._b1_kernel():
+        raise ConfigError("the compiled batch-size-1 loop cannot be built here (no C compiler)")
+    print(f"machine: {machine()}")
+    n, per = args.samples, 8000 / args.samples
+    ratio = float("nan")
+
+    class _Bar:
+        def update(self, *_):
+            pass
+
+        def set_postfix(self, **_):
+            pass
+
+    for width in widths:
+        gen = torch.Generator().manual_seed(args.seed)
+        cfg = rate.RateConfig(granule="random", width=width, k=4, ltd="ma")
+        h = torch.relu(torch.randn(n, width, generator=gen)).to(torch.float16)  # granule-like activity
+        y = torch.randint(0, 10, (n,), generator=gen)
+        times = {}
+        for bs in (16, 1):
+            model = rate.RateModel(cfg, 784, 10, torch.Generator().manual_seed(args.seed))
+            tcfg = rate.RateTrainConfig(epochs=1, batch_size=bs, early_stop_acc=2.0)
+            lr = tcfg.lr_scale / width
+            opt = torch.optim.RMSprop(model.readout.parameters(), lr=lr, alpha=tcfg.alpha, eps=tcfg.eps)
+            targets = torch.nn.functional.one_hot(y, 10).float()
+            order = torch.Generator().manual_seed(args.seed)
+            with rate._torch_threads(1):
+                t0 = time.perf_counter()
+                if bs == 1:
+                    rate._train_epochs_b1(model, h, y, tcfg, lr, order, _Bar(), [], lambda: (0.0, 0.0), t0)
+                else:
+                    rate._train_epochs(model, opt, lambda rows: model.head(rows.float()), h, y, targets, tcfg, order,
+                                       _Bar(), [], lambda: (0.0, 0.0), t0)
+                times[bs] = time.perf_counter() - t0
+        ratio = times[1] / times[16]
+        print(f"width {width}: mini-batch 16 (PyTorch) {times[16]:.2f} s, batch 1 (compiled) {times[1]:.2f} s per "
+              f"{n}-sample epoch ({times[16] * per:.1f} s / {times[1] * per:.1f} s per 8,000); ratio {ratio:.2f}")
+    print(f"b1_over_minibatch={ratio:.2f}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.target == "rate":
+        return run_rate(args)
     import numpy as np
 
     from core.errors import ConfigError
@@ -46,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size or e.copies(cfg.width)
     rng = np.random.default_rng(args.seed)
     x = np.concatenate([ds.x_test] * (args.n // len(ds.x_test) + 1))[: args.n]
+    print(f"machine: {machine()}")
     print(f"network: {conn.n_mf} MF, {conn.n_grc} GrC (K={cfg.k}), {conn.n_goc} GoC, {conn.n_pc} PC; "
           f"{cfg.window_ms:g} ms per sample at dt {cfg.dt_ms:g} ms")
 

@@ -2,7 +2,7 @@
 
 A study file (YAML, TOML or JSON) holds::
 
-    name: rate_width                 # study name (default: the file's stem)
+    name: paper_width                # study name (default: the file's stem)
     description: ...                 # free text
     model_kind: rate                 # default model kind of every variant (rate, mlp)
     seeds: [0]                       # every configuration runs once per seed
@@ -15,6 +15,7 @@ A study file (YAML, TOML or JSON) holds::
     variants:                        # optional: explicit list (combined with the grid if both)
       - {label: Base+LTD, model.width: 5970, model.ltd: ma}
       - {label: MLP, model_kind: mlp}
+      - {label: wide, model.width: 200000, seeds: [0]}   # a variant may set its own seeds
     attack:                          # attack.* overrides for 'cereb attack'; false: train only
       n: 1000
 
@@ -142,6 +143,11 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
         variant = dict(variant)
         vlabel = variant.pop("label", None)
         kind = variant.pop("model_kind", default_kind)
+        vseeds = variant.pop("seeds", seeds)
+        if not isinstance(vseeds, list) or not vseeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                 for s in vseeds):
+            raise ConfigError(f"study file {path}: a variant's seeds must be a non-empty list of integers, "
+                              f"got {vseeds!r}")
         for point in points:
             overrides = merge_overrides(base, unflatten(point), unflatten(variant))
             if data_dir and not overrides.get("task", {}).get("data_dir"):
@@ -151,7 +157,7 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
             except CerebError as exc:
                 raise ConfigError(f"study file {path}, variant {vlabel or _label(point) or kind}: {exc}") from None
             label = " ".join(p for p in (vlabel or _label(flatten(unflatten(variant))), _label(point)) if p) or kind
-            for seed in seeds:
+            for seed in vseeds:
                 jobs.append({"label": label, "model_kind": kind, "seed": seed, "overrides": overrides})
     return {"name": name, "description": spec.get("description", ""), "jobs": jobs, "attack": attack,
             "spiking_attack": spiking_attack,

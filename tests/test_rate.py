@@ -288,3 +288,89 @@ def test_checkpoint_with_a_missing_or_misshapen_array_is_rejected(tmp_path):
         load_checkpoint(tmp_path / "index.npz")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "nope.npz")
+
+
+# ----------------------------------------------------------------------------- batch size 1
+def _reference_b1(x, labels, P, b, m, *, beta, lr, alpha, eps):
+    """A plain per-sample PyTorch loop: autograd, torch.optim.RMSprop, running mean updated first."""
+    P = torch.tensor(P, requires_grad=True)
+    params = [P] + ([torch.tensor(b, requires_grad=True)] if b is not None else [])
+    opt = torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps)
+    m = None if m is None else torch.tensor(m)
+    for row, c in zip(torch.as_tensor(x), labels):
+        if m is not None:
+            m.mul_(beta).add_(row, alpha=1 - beta)
+            row = row - m
+        y = P @ row + (params[1] if b is not None else 0)
+        loss = 0.5 * ((y - torch.nn.functional.one_hot(torch.tensor(int(c)), len(y)).float()) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [p.detach().numpy() for p in params], (None if m is None else m.numpy())
+
+
+@pytest.mark.parametrize("ltd,bias", [(False, False), (True, False), (True, True)])
+def test_compiled_batch_size_one_loop_equals_a_per_sample_reference(ltd, bias):
+    from models.readout_b1 import train_block
+
+    rng = np.random.default_rng(5)
+    n, width, classes = 300, 37, 4
+    x = np.maximum(rng.normal(size=(n, width)), 0).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    P0 = rng.uniform(-0.2, 0.2, (classes, width)).astype(np.float32)
+    b0 = rng.uniform(-0.2, 0.2, classes).astype(np.float32) if bias else None
+    kw = dict(beta=0.99, lr=0.01, alpha=0.99, eps=1e-8)
+    (P_ref, *b_ref), m_ref = _reference_b1(x, labels, P0, b0, np.zeros(width, np.float32) if ltd else None, **kw)
+    P, b = P0.copy(), None if b0 is None else b0.copy()
+    m = np.zeros(width, np.float32) if ltd else None
+    vP, vb = np.zeros_like(P), None if b is None else np.zeros_like(b)
+    for s in range(0, n, 64):  # blocks, as fit() feeds them: the state carries over
+        train_block(x[s:s + 64], labels[s:s + 64], P, b, vP, vb, m, **kw)
+    assert np.abs(P - P0).max() > 0.05  # it moved
+    np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
+    if bias:
+        np.testing.assert_allclose(b, b_ref[0], rtol=1e-4, atol=1e-5)
+    if ltd:
+        np.testing.assert_allclose(m, m_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_size_one_fit_uses_the_compiled_loop_and_matches_the_pytorch_loop(tmp_path, digits, monkeypatch):
+    import models.rate as rate
+
+    cfg, tcfg = RateConfig(width=60, ltd="ma"), RateTrainConfig(epochs=1, batch_size=1)
+    with open_run("rate", {"b1": "compiled"}, 0, root=tmp_path) as run:
+        fast = fit("rate", digits, cfg, tcfg, 0, run)
+        fast_dir = run.path
+    monkeypatch.setattr(rate, "_b1_kernel", lambda: False)
+    with open_run("rate", {"b1": "torch"}, 0, root=tmp_path) as run:
+        slow = fit("rate", digits, cfg, tcfg, 0, run)
+        slow_dir = run.path
+    assert fast["train_loop"] == "compiled batch-size-1" and slow["train_loop"] == "pytorch"
+    a, b = load_npz(fast_dir / "checkpoint.npz"), load_npz(slow_dir / "checkpoint.npz")
+    np.testing.assert_allclose(a["readout.weight"], b["readout.weight"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(a["ma"], b["ma"], rtol=1e-4, atol=1e-6)
+    assert abs(fast["test_accuracy"] - slow["test_accuracy"]) <= 0.01
+
+
+def test_bad_input_to_the_compiled_loop_is_one_clear_error():
+    from models.readout_b1 import train_block
+
+    P = np.zeros((3, 5), np.float32)
+    with pytest.raises(ValueError, match="labels must lie"):
+        train_block(np.zeros((2, 5), np.float32), np.array([0, 3]), P, None, np.zeros_like(P), None, None,
+                    beta=0.9, lr=0.1, alpha=0.99, eps=1e-8)
+    with pytest.raises(ValueError, match="float32"):
+        train_block(np.zeros((2, 5), np.float32), np.array([0, 1]), P.astype(np.float64), None,
+                    np.zeros_like(P), None, None, beta=0.9, lr=0.1, alpha=0.99, eps=1e-8)
+
+
+def test_bench_rate_prints_the_machine_both_epochs_and_the_ratio(capsys):
+    from scripts.cli import main
+
+    assert main(["bench", "rate", "--widths", "40,80", "--samples", "30"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("machine: ") and "cores" in out[0]
+    assert [line.split(":")[0] for line in out[1:3]] == ["width 40", "width 80"]
+    assert "mini-batch 16 (PyTorch)" in out[1] and "batch 1 (compiled)" in out[1]
+    assert out[-1].startswith("b1_over_minibatch=") and float(out[-1].split("=")[1]) > 0
+    assert main(["bench", "rate", "--widths", "4x"]) == 2

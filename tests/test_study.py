@@ -174,6 +174,10 @@ def test_study_file_expands_grid_variants_and_seeds(tmp_path):
     assert job["overrides"]["model"] == {"width": 90, "ltd": "ma"}
     assert job["overrides"]["task"] == {"name": "digits", "data_dir": "/some/mnist"}
     assert study["attack"]["n"] == 20
+    # a variant may set its own seeds
+    f.write_text(STUDY.replace("seeds: [0]", "seeds: [0, 1]").replace("{label: LTD, ", "{label: LTD, seeds: [7], "))
+    seeds = {(j["label"], j["seed"]) for j in load_study(f)["jobs"]}
+    assert ("LTD width=60", 7) in seeds and ("LTD width=60", 0) not in seeds and ("ltd=none width=60", 1) in seeds
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -181,6 +185,7 @@ def test_study_file_expands_grid_variants_and_seeds(tmp_path):
     ("name: x\nbase: {model.depth: 3}\n", "unknown config key 'model.depth'"),
     ("name: x\nattack: {eps: [-1]}\n", "attack.eps must be >= 0"),
     ("name: x\nseeds: 3\n", "seeds must be a non-empty list"),
+    ("name: x\nvariants:\n  - {model.width: 50, seeds: [one]}\n", "a variant's seeds must be a non-empty list"),
 ])
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys, text, fragment):
     f = tmp_path / "s.yaml"
@@ -237,3 +242,33 @@ def test_terminated_study_leaves_no_run_marked_running(tmp_path):
     statuses = {str(p): json.loads((p / "meta.json").read_text())["status"] for p in find_runs(out)}
     assert statuses and "running" not in statuses.values(), statuses
     assert "failed" in statuses.values()
+
+
+@pytest.mark.parametrize("name", ["paper_width", "paper_sparseness", "paper_four_models"])
+def test_paper_studies_resolve_to_the_papers_protocol(name):
+    """Every job of the paper studies trains with batch size 1, 10 epochs, RMSprop (alpha 0.99),
+    the paper's learning rate (0.5 / width for the readout) and early stop at 99.5%, except the
+    labelled mini-batch comparison (batch 16, otherwise identical); seeds: 5 at width <= 10,000,
+    2 at 20,000-50,000, 1 above."""
+    from core.config import resolve
+    from scripts.train import experiment_config_class
+
+    study = load_study(PROJECT_ROOT / "studies" / f"{name}.yaml", data_dir="/some/mnist")
+    seeds, minibatch = {}, 0
+    for job in study["jobs"]:
+        cfg = resolve(experiment_config_class(job["model_kind"]), job["overrides"])
+        assert cfg.task.name == "mnist" and cfg.train.epochs == 10 and cfg.train.early_stop_acc == 0.995
+        assert cfg.train.alpha == 0.99 and cfg.train.eps == 1e-8
+        if job["model_kind"] == "rate":
+            assert cfg.train.lr is None and cfg.train.lr_scale == 0.5
+        if "mini-batch" in job["label"]:
+            assert cfg.train.batch_size == 16 and job["seed"] == 0
+            minibatch += 1
+        else:
+            assert cfg.train.batch_size == 1, job["label"]
+            if job["model_kind"] == "rate":
+                seeds.setdefault(cfg.model.width, set()).add(job["seed"])
+    assert minibatch > 0
+    for width, got in seeds.items():
+        want = 5 if width <= 10_000 else 2 if width <= 50_000 else 1
+        assert got == set(range(want)), (width, got)
