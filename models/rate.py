@@ -140,7 +140,9 @@ class RateTrainConfig:
     eps : RMSprop epsilon (paper: 1e-8).
     early_stop_acc : stop once test accuracy reaches this (paper: 0.995).
     cache_features : compute the fixed granule activity once and keep it (float16) for all
-        epochs, instead of recomputing it every batch; final test accuracy is always computed
+        epochs, instead of recomputing it every batch (a cache larger than half of the available
+        memory is not built: the activity is then streamed, recomputed block by block, e.g.
+        60,000 MNIST images at width 200,000 would need 24 GB); final test accuracy is always computed
         with the exact float32 model.
     """
 
@@ -466,6 +468,16 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _cache_budget() -> int:
+    """Bytes the float16 granule cache may take: half of the memory available now (Linux), else 8 GB."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def _b1_kernel() -> bool:
     from models.readout_b1 import kernel_available
 
@@ -523,10 +535,12 @@ def _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_o
 B1_BLOCK = 256  # rows converted to float32 at a time for the compiled batch-size-1 loop
 
 
-def _train_epochs_b1(model, h_tr, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test, started) -> int:
-    """The epoch loop of :func:`fit` at batch size 1 for the rate model on cached granule activity:
-    the same sample order and arithmetic as :func:`_train_epochs`, one compiled loop per block
-    of samples (:mod:`models.readout_b1`) instead of one autograd step per sample."""
+def _train_epochs_b1(model, features, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test, started) -> int:
+    """The epoch loop of :func:`fit` at batch size 1 for the rate model: the same sample order and
+    arithmetic as :func:`_train_epochs`, one compiled loop per block of samples
+    (:mod:`models.readout_b1`) instead of one autograd step per sample. ``features(idx)`` gives
+    the float32 granule activity of training rows ``idx`` (from the cache, or computed on the fly
+    when the cache would not fit in memory: memory then stays one block)."""
     from models.readout_b1 import train_block
 
     n = len(y_tr)
@@ -543,7 +557,9 @@ def _train_epochs_b1(model, h_tr, y_tr, train_cfg, lr, gen_order, bar, curve, ev
         loss_sum, correct = 0.0, 0
         for i in range(0, n, B1_BLOCK):
             idx = order[i:i + B1_BLOCK]
-            loss, ok = train_block(h_tr[idx].float().numpy(), labels[idx.numpy()], P, b, vP, vb, m,
+            with torch.no_grad():
+                rows = features(idx).numpy()
+            loss, ok = train_block(rows, labels[idx.numpy()], P, b, vP, vb, m,
                                    beta=model.cfg.beta, lr=lr, alpha=train_cfg.alpha, eps=train_cfg.eps)
             loss_sum += loss
             correct += ok
@@ -581,6 +597,11 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
         lr = train_cfg.lr if train_cfg.lr is not None else train_cfg.lr_scale / model_cfg.width
         params = list(model.readout.parameters())
         cached = train_cfg.cache_features
+        need = (len(x_tr) + len(x_te)) * model_cfg.width * 2
+        if cached and need > _cache_budget():
+            log.warning("the float16 granule cache would take %.1f GB (more than half of the available memory): "
+                        "granule activity is recomputed block by block instead", need / 1e9)
+            cached = False
         eval_bs = _chunk(model_cfg.width)
         if cached:
             t0 = time.time()
@@ -610,10 +631,11 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
     steps_per_epoch = (n + bs - 1) // bs
     bar = tqdm(total=train_cfg.epochs * steps_per_epoch, desc=f"train {kind}", unit="step",
                disable=not progress, leave=False)
-    compiled = kind == "rate" and cached and bs == 1 and _b1_kernel()
+    compiled = kind == "rate" and bs == 1 and _b1_kernel()
     with _torch_threads(1):
         if compiled:
-            epochs_run = _train_epochs_b1(model, train_in, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test,
+            features = (lambda idx: train_in[idx].float()) if cached else (lambda idx: model.granule(train_in[idx]))
+            epochs_run = _train_epochs_b1(model, features, y_tr, train_cfg, lr, gen_order, bar, curve, evaluate_test,
                                           started)
         else:
             epochs_run = _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_order, bar, curve,

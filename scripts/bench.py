@@ -87,7 +87,8 @@ def run_rate(args: argparse.Namespace) -> int:
             with rate._torch_threads(1):
                 t0 = time.perf_counter()
                 if bs == 1:
-                    rate._train_epochs_b1(model, h, y, tcfg, lr, order, _Bar(), [], lambda: (0.0, 0.0), t0)
+                    rate._train_epochs_b1(model, lambda idx: h[idx].float(), y, tcfg, lr, order, _Bar(), [],
+                                           lambda: (0.0, 0.0), t0)
                 else:
                     rate._train_epochs(model, opt, lambda rows: model.head(rows.float()), h, y, targets, tcfg, order,
                                        _Bar(), [], lambda: (0.0, 0.0), t0)
