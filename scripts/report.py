@@ -14,9 +14,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="results root holding experiment folders (e.g. results/demo)")
     p.add_argument("--out", metavar="FILE", help="report file to write (default DIR/report.md); figures, tables "
                                                  "and export go next to it")
+    p.add_argument("--replication", action="store_true",
+                   help="instead: add the rate-model attack runs under DIR to docs/replication_runs.csv (rows of "
+                        "earlier runs are kept unless a new run replaces them) and rebuild docs/replication.md")
+    p.add_argument("--docs", metavar="DIR", default=None, help="with --replication: the docs folder (default docs/)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replication:
+        from pathlib import Path
+
+        from analysis import replication
+        from core.errors import ConfigError
+        from core.paths import PROJECT_ROOT
+
+        if not Path(args.dir).is_dir():
+            raise ConfigError(f"{args.dir} is not a directory")
+        docs = Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
+        try:
+            old = replication.read_table(docs / "replication_runs.csv")
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(str(exc)) from None
+        new = replication.collect(args.dir)
+        table, md = replication.write(replication.merge(old, new), docs)
+        print(f"replication: {len(new)} runs from {args.dir}, {len(old)} rows before; wrote {table} and {md}")
+        return 0
     from analysis.report import write_report
 
     path = write_report(args.dir, args.out)

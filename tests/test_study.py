@@ -272,3 +272,41 @@ def test_paper_studies_resolve_to_the_papers_protocol(name):
     for width, got in seeds.items():
         want = 5 if width <= 10_000 else 2 if width <= 50_000 else 1
         assert got == set(range(want)), (width, got)
+
+
+def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_run, tmp_path, capsys):
+    """`cereb report ROOT --replication` adds one row per rate attack run (configuration and metrics
+    read from the run folders) to the committed table, keeps rows no new run replaces, and
+    rebuilds the document from the table alone."""
+    from analysis import replication
+
+    root = trained_run.parent.parent
+    res = cereb("attack", "-q", "--run", str(trained_run), "--n", "30", "--out", str(root), *FAST)
+    assert res.returncode == 0, res.stderr
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    earlier = {"granule": "fc", "width": 1000, "k": 0, "ltd": "ma", "batch_size": 1, "seed": 3,
+               "clean_accuracy": 0.9, "fgsm_mse_eps0.1": 0.5, "pgd_mse_eps0.1": 0.6, "strong_eps0.1": 0.0,
+               "worst_eps0.1": 0.0, "checks_passed": False, "train_run": "gone", "attack_run": "gone"}
+    from core.runs import write_csv
+
+    write_csv(docs / "replication_runs.csv", [earlier], list(replication.COLUMNS))
+    assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 0
+    rows = replication.read_table(docs / "replication_runs.csv")
+    old, new = (next(r for r in rows if r["width"] == w) for w in (1000, 200))
+    assert len(rows) == 2 and old["seed"] == 3 and old["train_run"] == "gone"  # the earlier row stays
+    metrics = json.loads(next(p for p in root.rglob("metrics.json") if "attack-rate" in str(p)).read_text())
+    assert (new["granule"], new["width"], new["ltd"], new["batch_size"]) == ("fc", 200, "none", 16)
+    assert new["clean_accuracy"] == pytest.approx(metrics["clean_accuracy"])
+    assert new["pgd_mse_eps0.1"] == pytest.approx(metrics["robust_acc_pgd_mse_eps0.1"])
+    text = (docs / "replication.md").read_text()
+    assert "| fc | 200 | - | none | 16 | 1 |" in text and "| fc | 1,000 | - | ma | 1 | 1 | 90.0 | 50.0 |" in text
+    # a second pass adds nothing new
+    assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 0
+    assert len(replication.read_table(docs / "replication_runs.csv")) == 2
+    # a table that is not one is a one-line error and is left as it was
+    (docs / "replication_runs.csv").write_text("a,b\n1,2\n")
+    capsys.readouterr()
+    assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 2
+    assert "not a replication table" in one_line_error(capsys.readouterr().err)
+    assert (docs / "replication_runs.csv").read_text() == "a,b\n1,2\n"
