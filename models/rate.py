@@ -501,6 +501,19 @@ def _score(fn, x: torch.Tensor, labels: torch.Tensor, n_classes: int, bs: int) -
 
 
 # ----------------------------------------------------------------------------- training
+def _end_epoch(epoch, train_loss, train_acc, evaluate_test, curve, bar, started, train_cfg) -> bool:
+    """Evaluate, log and record one epoch in ``curve``; True when the early stop is reached."""
+    acc, tloss = evaluate_test()
+    curve.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "test_loss": tloss, "test_accuracy": acc, "wall_s": time.time() - started})
+    log.info("epoch %d: train loss %.4f acc %.4f, test acc %.4f", epoch, train_loss, train_acc, acc)
+    bar.set_postfix(test_acc=f"{acc:.4f}")
+    if acc >= train_cfg.early_stop_acc:
+        log.info("early stop: test accuracy %.4f >= %.4f", acc, train_cfg.early_stop_acc)
+        return True
+    return False
+
+
 def _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_order, bar, curve, evaluate_test,
                   started) -> int:
     """The epoch loop of :func:`fit`; appends to ``curve`` and returns the number of epochs run."""
@@ -521,13 +534,7 @@ def _train_epochs(model, opt, step_fn, train_in, y_tr, targets, train_cfg, gen_o
             correct += int((y.detach().argmax(1) == y_tr[idx]).sum())
             bar.update(1)
         epochs_run = epoch
-        acc, tloss = evaluate_test()
-        curve.append({"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n,
-                      "test_loss": tloss, "test_accuracy": acc, "wall_s": time.time() - started})
-        log.info("epoch %d: train loss %.4f acc %.4f, test acc %.4f", epoch, loss_sum / n, correct / n, acc)
-        bar.set_postfix(test_acc=f"{acc:.4f}")
-        if acc >= train_cfg.early_stop_acc:
-            log.info("early stop: test accuracy %.4f >= %.4f", acc, train_cfg.early_stop_acc)
+        if _end_epoch(epoch, loss_sum / n, correct / n, evaluate_test, curve, bar, started, train_cfg):
             break
     return epochs_run
 
@@ -565,13 +572,7 @@ def _train_epochs_b1(model, features, y_tr, train_cfg, lr, gen_order, bar, curve
             correct += ok
             bar.update(len(idx))
         epochs_run = epoch
-        acc, tloss = evaluate_test()
-        curve.append({"epoch": epoch, "train_loss": loss_sum / n, "train_accuracy": correct / n,
-                      "test_loss": tloss, "test_accuracy": acc, "wall_s": time.time() - started})
-        log.info("epoch %d: train loss %.4f acc %.4f, test acc %.4f", epoch, loss_sum / n, correct / n, acc)
-        bar.set_postfix(test_acc=f"{acc:.4f}")
-        if acc >= train_cfg.early_stop_acc:
-            log.info("early stop: test accuracy %.4f >= %.4f", acc, train_cfg.early_stop_acc)
+        if _end_epoch(epoch, loss_sum / n, correct / n, evaluate_test, curve, bar, started, train_cfg):
             break
     return epochs_run
 
