@@ -695,13 +695,18 @@ def run_inference_chunks(inet: InferenceNet, rates_hz: np.ndarray, slots: np.nda
         c[n_chunks - 1] = g[pop].nspk_[:]  # the last chunk has no boundary after it
         counts[pop] = c[:n_chunks].reshape(n_chunks * B, size)[:n].copy()
     spikes = {}
+    dt_ms = float(inet.groups["pc"].clock.dt_) * 1000.0
+    chunk_steps = int(round(inet.window_ms / dt_ms))
     for pop, mon in inet.recorders.items():
         i = np.asarray(mon.i[:])[nspk[pop]:]
         t = (np.asarray(mon.t_[:])[nspk[pop]:] - t0) * 1000.0
         size = sizes.get(pop, conn.n_mf)
-        chunk_of = np.minimum((t // inet.window_ms).astype(np.int64), n_chunks - 1)
+        # whole steps, not float division: a spike on a chunk's first step (t = k * window up to
+        # rounding) belongs to that chunk, as its spike count says, not to the one before
+        step = np.rint(t / dt_ms).astype(np.int64)
+        chunk_of = np.minimum(step // chunk_steps, n_chunks - 1)
         query = chunk_of * B + i // size
-        t_in = t - chunk_of * inet.window_ms
+        t_in = (step - chunk_of * chunk_steps) * dt_ms
         spikes[pop] = [(i[query == q] - (q % B) * size, t_in[query == q]) for q in range(n)]
     return counts, spikes
 
