@@ -469,13 +469,16 @@ def _torch_threads(n: int):
 
 
 def _cache_budget() -> int:
-    """Bytes the float16 granule cache may take: half of the memory available now (Linux), else 8 GB."""
-    import os
-
+    """Bytes the float16 granule cache may take: half of the memory available now (Linux
+    ``MemAvailable``, which counts reclaimable page cache), else 8 GB."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
 
 
 def _b1_kernel() -> bool:
