@@ -16,22 +16,33 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COLUMNS", "PAPER_FGSM_MSE_EPS01", "collect", "merge", "read_table", "write"]
+__all__ = ["COLUMNS", "PAPER_FGSM_MSE_EPS01", "TRACE_COLUMNS", "collect", "collect_traces", "merge", "merge_traces",
+           "plot_traces", "plot_width", "read_table", "read_traces", "render", "write"]
 
 KEY = ("granule", "width", "k", "ltd", "batch_size", "seed")
 METRICS = ("clean_accuracy", "fgsm_mse_eps0.1", "pgd_mse_eps0.1", "strong_eps0.1", "worst_eps0.1")
-COLUMNS = KEY + METRICS + ("checks_passed", "train_run", "attack_run")
+# PGD with the other losses, and what the attacked readout looks like (clean images; scripts/attack.py):
+# absent from older rows
+READOUT = ("pgd_ce_eps0.1", "pgd_margin_eps0.1", "readout_weight_norm", "clean_true_score_mean", "clean_other_score_mean", "clean_margin_mean", "clean_mse_mean")
+# what each run cost (absent from older rows): wall times, and the strong evaluation's image-gradient
+# steps, achieved GFLOP/s and fraction of the matrix-multiply throughput measured in the same run
+COST = ("train_wall_s", "attack_wall_s", "wall_s_strong", "strong_image_steps", "strong_gflops", "matmul_gflops",
+        "strong_fraction_of_matmul")
+COLUMNS = KEY + METRICS + READOUT + COST + ("checks_passed", "train_run", "attack_run")
+TRACE_FIELDS = ("eps", "loss", "step", "n", "loss_mean", "margin_mean", "frac_correct", "true_score_mean",
+                "other_score_mean", "grad_l2_mean")
+TRACE_COLUMNS = KEY + TRACE_FIELDS
 # Yuezhang, Li & Chen (2021), public notebook outputs: dense granule layer without LTD, MNIST
 # (60,000 training images), FGSM with the MSE loss at eps 0.1, robust accuracy in %.
 PAPER_FGSM_MSE_EPS01 = {1000: 20.3, 2000: 27.0, 5000: 33.6, 10000: 34.4, 20000: 41.1, 200000: 48.8}
 PAPER_PGD_TEXT = "9-17% without LTD, 66-86% with LTD (every width)"
 
 
-def collect(root: str | Path) -> list[dict]:
-    """One row per completed rate-model attack run under ``root`` whose training run is found."""
+def _attack_runs(root: str | Path):
+    """``(attack run, key dict)`` for every completed rate-model attack run under ``root`` whose
+    training run is found (the key: :data:`KEY`, read from the training run)."""
     from analysis.runs import is_attack_run, load_run, resolve_source_run, select_runs
 
-    rows = []
     for run in select_runs(root):
         if not is_attack_run(run) or run["config"].get("model_kind") != "rate":
             continue
@@ -40,19 +51,49 @@ def collect(root: str | Path) -> list[dict]:
             log.warning("attack run %s: its training run is not under %s; skipped", run["path"], root)
             continue
         train = load_run(src)
-        model, tcfg, m = train["config"]["model"], train["config"]["train"], run["metrics"]
+        model, tcfg = train["config"]["model"], train["config"]["train"]
+        key = {"granule": model["granule"], "width": int(model["width"]),
+               "k": int(model["k"]) if model["granule"] != "fc" else 0, "ltd": model["ltd"],
+               "batch_size": int(tcfg["batch_size"]), "seed": int(train["meta"]["seed"])}
+        yield run, key, Path(src).name, train["metrics"]
+
+
+def collect(root: str | Path) -> list[dict]:
+    """One row per completed rate-model attack run under ``root`` whose training run is found."""
+    rows = []
+    for run, key, train_name, train_metrics in _attack_runs(root):
+        m = run["metrics"]
         rows.append({
-            "granule": model["granule"], "width": int(model["width"]),
-            "k": int(model["k"]) if model["granule"] != "fc" else 0, "ltd": model["ltd"],
-            "batch_size": int(tcfg["batch_size"]), "seed": int(train["meta"]["seed"]),
+            **key,
             "clean_accuracy": m.get("clean_accuracy"),
             "fgsm_mse_eps0.1": m.get("robust_acc_fgsm_mse_eps0.1"),
             "pgd_mse_eps0.1": m.get("robust_acc_pgd_mse_eps0.1"),
             "strong_eps0.1": m.get("robust_acc_strong_eps0.1"),
             "worst_eps0.1": m.get("robust_acc_worst_eps0.1"),
+            **{k: m.get(k) for k in READOUT if not k.startswith("pgd_")},
+            "pgd_ce_eps0.1": m.get("robust_acc_pgd_ce_eps0.1"),
+            "pgd_margin_eps0.1": m.get("robust_acc_pgd_margin_eps0.1"),
+            "train_wall_s": train_metrics.get("train_wall_s"),
+            **{k: m.get(k) for k in COST if k != "train_wall_s"},
             "checks_passed": bool(m.get("checks_passed")),
-            "train_run": Path(src).name, "attack_run": Path(run["path"]).name,
+            "train_run": train_name, "attack_run": Path(run["path"]).name,
         })
+    return rows
+
+
+def collect_traces(root: str | Path, seeds: tuple[int, ...] = (0,)) -> list[dict]:
+    """The PGD traces (``pgd_traces.csv``: loss, margin and accuracy at every step of the paper's PGD
+    under the MSE and the margin loss, on the images that survive MSE-PGD but not the strong
+    evaluation) of the attack runs of ``seeds``, one row per step, keyed like the table."""
+    from core.runs import read_csv
+
+    rows = []
+    for run, key, _, _ in _attack_runs(root):
+        path = Path(run["path"]) / "pgd_traces.csv"
+        if key["seed"] not in seeds or not path.is_file():
+            continue
+        for r in read_csv(path):
+            rows.append({**key, **{k: r.get(k, float("nan")) for k in TRACE_FIELDS}})
     return rows
 
 
@@ -64,18 +105,41 @@ def read_table(path: str | Path) -> list[dict]:
     out = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        missing = set(COLUMNS) - set(READOUT) - set(COST) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path} is not a replication table (missing columns: {', '.join(sorted(missing))})")
         for r in reader:
             row = dict(r)
             for k in ("width", "k", "batch_size", "seed"):
                 row[k] = int(row[k])
-            for k in METRICS:
-                row[k] = float(row[k]) if row[k] not in ("", "None", "nan") else float("nan")
+            for k in METRICS + READOUT + COST:
+                v = row.get(k)
+                row[k] = float(v) if v not in (None, "", "None", "nan") else float("nan")
             row["checks_passed"] = row["checks_passed"] == "True"
             out.append(row)
     return out
+
+
+def read_traces(path: str | Path) -> list[dict]:
+    """Rows of a ``replication_traces.csv``; [] when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    from core.runs import read_csv
+
+    rows = read_csv(path)
+    missing = set(TRACE_COLUMNS) - set(rows[0] if rows else TRACE_COLUMNS)
+    if missing:
+        raise ValueError(f"{path} is not a replication trace table (missing columns: {', '.join(sorted(missing))})")
+    return rows
+
+
+def merge_traces(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` traces of configurations that no ``new`` trace replaces, then ``new``; sorted."""
+    key = lambda r: tuple(r[k] for k in KEY)  # noqa: E731
+    fresh = {key(r) for r in new}
+    rows = [r for r in old if key(r) not in fresh] + list(new)
+    return sorted(rows, key=lambda r: (key(r), r["loss"], r["step"]))
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -95,7 +159,7 @@ def _pct(values: list[float]) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[dict], traces: list[dict] | None = None) -> str:
     """The Markdown document: one line per configuration (mean ± SD over seeds)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -127,22 +191,210 @@ def render(rows: list[dict]) -> str:
             f"| {_pct([r['fgsm_mse_eps0.1'] for r in rs])} | {paper if paper is not None else '-'} "
             f"| {_pct([r['pgd_mse_eps0.1'] for r in rs])} | {_pct([r['strong_eps0.1'] for r in rs])} "
             f"| {_pct([r['worst_eps0.1'] for r in rs])} | {sum(r['checks_passed'] for r in rs)} / {len(rs)} |")
+    lines += ["", "![Robust accuracy against width](replication_width.png)", "",
+              "Robust accuracy at eps 0.1 against width (dense granule layer; mean and SD over seeds; the",
+              "paper's FGSM-MSE points without LTD as crosses). Left: the paper's protocol (batch size 1);",
+              "right: the mini-batch comparison (batch size 16).", ""]
+    lines += _explanation(rows, traces or [])
+    lines += _cost(rows)
     lines += ["", "A failed check is the suite's own: most often MSE-PGD weaker than FGSM with the same loss, the",
               "signature of a loss whose gradient does not lead to the decision boundary (see each attack run's",
               "`pgd_traces.csv`).", ""]
     return "\n".join(lines)
 
 
-def write(rows: list[dict], docs: str | Path) -> tuple[Path, Path]:
-    """Write ``docs/replication_runs.csv`` and ``docs/replication.md``; returns both paths."""
+def _mean(rs: list[dict], k: str) -> str:
+    v = np.asarray([r[k] for r in rs if isinstance(r.get(k), (int, float)) and r[k] == r[k]], dtype=float)
+    return f"{v.mean():.3g}" if len(v) else "-"
+
+
+def _explanation(rows: list[dict], traces: list[dict]) -> list[str]:
+    """The evidence section: what the trained readouts look like on the clean images, and what the
+    paper's PGD does step by step under its MSE loss and under the margin loss."""
+    out = ["", "## Evidence: the readouts and the PGD steps", "",
+           "What each trained readout does on the clean attack images (mean over the seeds that recorded",
+           "it): the norm of the readout weights, the mean score of the true class and of the other",
+           "classes, the mean margin (true minus the best other) and the paper's loss (half the squared",
+           "distance to one-hot); beside them the robust accuracy (%) at eps 0.1 under the paper's PGD with",
+           "its MSE loss, with cross-entropy and with the margin loss.", "",
+           "| width | LTD | batch | seeds | readout norm | true score | other score | margin | clean MSE "
+           "| PGD-MSE | PGD-CE | PGD-margin |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["granule"] == "fc" and r.get("readout_weight_norm") == r.get("readout_weight_norm") \
+                and isinstance(r.get("readout_weight_norm"), float):
+            groups.setdefault((r["width"], r["ltd"], r["batch_size"]), []).append(r)
+    for (width, ltd, bs), rs in sorted(groups.items()):
+        out.append(f"| {width:,} | {ltd} | {bs} | {len(rs)} | {_mean(rs, 'readout_weight_norm')} "
+                   f"| {_mean(rs, 'clean_true_score_mean')} | {_mean(rs, 'clean_other_score_mean')} "
+                   f"| {_mean(rs, 'clean_margin_mean')} | {_mean(rs, 'clean_mse_mean')} "
+                   f"| {_pct([r['pgd_mse_eps0.1'] for r in rs])} | {_pct([r.get('pgd_ce_eps0.1', float('nan')) for r in rs])} "
+                   f"| {_pct([r.get('pgd_margin_eps0.1', float('nan')) for r in rs])} |")
+    tg = _trace_groups(traces)
+    if tg:
+        width = next(iter(tg.values()))[0]["width"]
+        out += ["", "![PGD traces](replication_pgd.png)", "",
+                f"The paper's PGD (40 steps of 0.01, random start) on the images of seed 0 at width {width:,}",
+                "that survive MSE-PGD but not the strong evaluation, at the eps of the largest gap between the",
+                "two (`pgd_traces.csv` of each attack run; `docs/replication_traces.csv`):", "",
+                "| LTD | batch | loss | eps | images | loss, step 0 -> last | margin | true score | mean other score "
+                "| still correct at the last step |",
+                "| --- | ---: | --- | ---: | ---: | --- | --- | --- | --- | ---: |"]
+        for (ltd, bs, loss), ts in tg.items():
+            a, b = ts[0], ts[-1]
+            out.append(f"| {ltd} | {bs} | {loss} | {a['eps']:g} | {a['n']} | {a['loss_mean']:.3g} -> {b['loss_mean']:.3g} "
+                       f"| {a['margin_mean']:.3g} -> {b['margin_mean']:.3g} "
+                       f"| {a['true_score_mean']:.3g} -> {b['true_score_mean']:.3g} "
+                       f"| {a['other_score_mean']:.3g} -> {b['other_score_mean']:.3g} | {100 * b['frac_correct']:.0f}% |")
+    return out
+
+
+def _cost(rows: list[dict]) -> list[str]:
+    """Wall time per configuration, and what the strong evaluation achieved of the machine's
+    matrix-multiply throughput (rows that recorded it)."""
+    timed = [r for r in rows if isinstance(r.get("attack_wall_s"), float) and r["attack_wall_s"] == r["attack_wall_s"]]
+    if not timed:
+        return []
+    total = sum(r["attack_wall_s"] + (r["train_wall_s"] if r.get("train_wall_s") == r.get("train_wall_s") else 0.0)
+                for r in timed)
+    out = ["", "## Cost", "",
+           f"The {len(timed)} runs that recorded their wall times took {total / 3600:.2f} h in all (training plus",
+           "attacks; each run on the machine its own metadata names). The strong evaluation runs after the",
+           "paper's attacks and skips the images they already fooled at each eps (`attack.strong_after_cheap`);",
+           "its achieved GFLOP/s counts the dense granule layer's forward pass and input gradient (4 x 784 x",
+           "width per image-step), against a matrix multiply of the same shape timed in the same run.", "",
+           "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
+           "| strong GFLOP/s | matmul GFLOP/s | fraction |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in timed:
+        groups.setdefault((r["granule"], r["width"], r["ltd"], r["batch_size"]), []).append(r)
+    for (granule, width, ltd, bs), rs in sorted(groups.items()):
+        out.append(f"| {width:,}{'' if granule == 'fc' else ' ' + granule} | {ltd} | {bs} | {len(rs)} "
+                   f"| {_mean(rs, 'train_wall_s')} | {_mean(rs, 'attack_wall_s')} | {_mean(rs, 'wall_s_strong')} "
+                   f"| {_mean(rs, 'strong_image_steps')} | {_mean(rs, 'strong_gflops')} | {_mean(rs, 'matmul_gflops')} "
+                   f"| {_mean(rs, 'strong_fraction_of_matmul')} |")
+    return out
+
+
+ATTACKS = (("fgsm_mse_eps0.1", "FGSM-MSE"), ("pgd_mse_eps0.1", "MSE-PGD"), ("strong_eps0.1", "strong"))
+
+
+def plot_width(rows: list[dict], path: str | Path) -> Path | None:
+    """``replication_width.png``: robust accuracy (%) against width for the dense granule layer, one
+    panel per batch size, one line per LTD setting and attack, the paper's FGSM-MSE points beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dense = [r for r in rows if r["granule"] == "fc"]
+    sizes = sorted({r["batch_size"] for r in dense})
+    if not sizes:
+        return None
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), sharey=True, squeeze=False)
+    styles = {"none": "-", "ma": "--"}
+    colours = dict(zip([a for a, _ in ATTACKS], ("tab:blue", "tab:orange", "tab:red")))
+    for ax, bs in zip(axes[0], sizes):
+        for ltd in sorted({r["ltd"] for r in dense if r["batch_size"] == bs}):
+            sel = [r for r in dense if r["batch_size"] == bs and r["ltd"] == ltd]
+            widths = sorted({r["width"] for r in sel})
+            for metric, label in ATTACKS:
+                vals = [[r[metric] * 100 for r in sel if r["width"] == w and r[metric] == r[metric]] for w in widths]
+                mean = [np.mean(v) if v else np.nan for v in vals]
+                sd = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
+                ax.errorbar(widths, mean, yerr=sd, ls=styles.get(ltd, ":"), marker="o", ms=3, capsize=2,
+                            color=colours[metric], label=f"{label}, LTD {ltd}")
+        pw = sorted(PAPER_FGSM_MSE_EPS01)
+        ax.plot(pw, [PAPER_FGSM_MSE_EPS01[w] for w in pw], "kx", ms=7, label="paper FGSM-MSE, LTD none")
+        ax.set_xscale("log")
+        ax.set_xlabel("granule cells (width)")
+        ax.set_title(f"batch size {bs}" + (" (paper's protocol)" if bs == 1 else ""))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("robust accuracy at eps 0.1 (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _trace_groups(traces: list[dict]) -> dict[tuple, list[dict]]:
+    """Dense-layer traces of the smallest width traced, by (ltd, batch size, loss), steps sorted."""
+    dense = [t for t in traces if t["granule"] == "fc"]
+    if not dense:
+        return {}
+    width = min(t["width"] for t in dense)
+    groups: dict[tuple, list[dict]] = {}
+    for t in dense:
+        if t["width"] == width and t["seed"] == min(u["seed"] for u in dense):
+            groups.setdefault((t["ltd"], t["batch_size"], t["loss"]), []).append(t)
+    return {k: sorted(v, key=lambda t: t["step"]) for k, v in sorted(groups.items())}
+
+
+def plot_traces(traces: list[dict], path: str | Path) -> Path | None:
+    """``replication_pgd.png``: the paper's PGD under the MSE and the margin loss, step by step, on
+    the images that survive MSE-PGD but not the strong evaluation: loss, margin and accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _trace_groups(traces)
+    if not groups:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    colours = {}
+    for (ltd, bs, loss), ts in groups.items():
+        c = colours.setdefault((ltd, bs), f"C{len(colours)}")
+        label = f"LTD {ltd}, batch {bs}, {loss} loss (eps {ts[0]['eps']:g})"
+        steps = [t["step"] for t in ts]
+        ls = "-" if loss == "mse" else "--"
+        if loss == "mse":
+            axes[0].plot(steps, [t["loss_mean"] for t in ts], ls, color=c, label=label)
+        axes[1].plot(steps, [t["margin_mean"] for t in ts], ls, color=c, label=label)
+        axes[2].plot(steps, [t["true_score_mean"] for t in ts], ls, color=c, label=label)
+        axes[2].plot(steps, [t["other_score_mean"] for t in ts], ls, color=c, alpha=0.45)
+        axes[3].plot(steps, [100 * t["frac_correct"] for t in ts], ls, color=c, label=label)
+    width = next(iter(groups.values()))[0]["width"]
+    for ax, title in zip(axes, ("MSE to one-hot (the paper's loss)", "margin (true - best other)",
+                                "score: true class (dark), mean of the others (light)", "still correct (%)")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("PGD step")
+        ax.grid(alpha=0.3)
+    axes[1].axhline(0, color="k", lw=0.8)
+    axes[3].legend(fontsize=7)
+    fig.suptitle(f"PGD traces, dense granule layer, width {width:,} (solid: MSE loss; dashed: margin loss)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write(rows: list[dict], docs: str | Path, traces: list[dict] | None = None) -> tuple[Path, Path]:
+    """Write ``docs/replication_runs.csv``, ``docs/replication_traces.csv``, the figures
+    (``replication_width.png``, ``replication_pgd.png``) and ``docs/replication.md``; returns the
+    table's and the document's paths."""
     from core.runs import write_csv
 
     docs = Path(docs)
     docs.mkdir(parents=True, exist_ok=True)
     table = docs / "replication_runs.csv"
     write_csv(table, rows, list(COLUMNS))
+    traces = list(traces or [])
+    if traces:
+        write_csv(docs / "replication_traces.csv", traces, list(TRACE_COLUMNS))
+        plot_traces(traces, docs / "replication_pgd.png")
+    plot_width(rows, docs / "replication_width.png")
     md = docs / "replication.md"
     tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(render(rows))
+    tmp.write_text(render(rows, traces))
     tmp.replace(md)
     return table, md

@@ -28,6 +28,10 @@ class AttackConfig:
     strong_losses : losses its restarts cycle through.
     strong_steps, strong_restarts : at least 100 steps and 5 restarts.
     strong_rel_stepsize : its step size relative to eps (0.025: 2.5 eps over 100 steps).
+    strong_after_cheap : the strong evaluation runs after the other attacks and does not attack
+        again an image one of them fooled at that eps (its row then counts an image robust only if
+        every attack of the suite failed; ``n_known_fooled`` says how many were decided so). Off:
+        the strong evaluation stands alone (the cost of every image at every eps).
     target_acc : the strong sweep continues until robust accuracy <= this.
     eps_step, eps_max : how the strong sweep continues past the last eps, and where it stops.
     prune : attack only images still robust at the previous eps (see attacks.evaluate).
@@ -51,6 +55,7 @@ class AttackConfig:
     strong_steps: int = 100
     strong_restarts: int = 5
     strong_rel_stepsize: float = 0.025
+    strong_after_cheap: bool = True
     target_acc: float = 0.01
     eps_step: float = 0.05
     eps_max: float = 1.0

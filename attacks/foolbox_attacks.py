@@ -126,7 +126,8 @@ class TracedPGD(PGD):
     """:class:`PGD` that records per-step statistics in ``self.trace`` (a list of dicts).
 
     Step ``t`` describes the iterate before the ``t``-th update (step 0: the random start).
-    Columns: ``step, n, loss_mean, margin_mean, frac_correct, grad_l1_mean, grad_l2_mean,
+    Columns: ``step, n, loss_mean, margin_mean, frac_correct, true_score_mean`` (the true class's
+    score), ``other_score_mean`` (the mean score of the other classes), ``grad_l1_mean, grad_l2_mean,
     grad_linf_mean, grad_zero_frac``.
     """
 
@@ -137,8 +138,12 @@ class TracedPGD(PGD):
 
     def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
         m = margin(logits, labels).numpy()
+        z = logits.numpy().astype(np.float64)
+        idx = np.arange(len(z))
+        true = z[idx, labels.numpy()]
         self._pending = {"loss_mean": float(values.numpy().mean()), "margin_mean": float(m.mean()),
-                         "frac_correct": float((m > 0).mean())}
+                         "frac_correct": float((m > 0).mean()), "true_score_mean": float(true.mean()),
+                         "other_score_mean": float(((z.sum(1) - true) / max(1, z.shape[1] - 1)).mean())}
 
     def value_and_grad(self, loss_fn, x):
         value, grad = super().value_and_grad(loss_fn, x)

@@ -112,7 +112,7 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
     from attacks.suite import TRACE_COLUMNS, plan_size, run_suite
     from core.config import config_hash, resolve, to_dict
     from core.runs import open_run
-    from models.rate import load, predict_labels
+    from models.rate import load, predict_labels, predict_logits
     from tasks import TaskConfig, load_task
 
     run_dir = Path(run_dir)
@@ -167,9 +167,62 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
             examples[f"{key}.eps"] = ev.epsilons
             examples[f"{key}.x_adv"] = ev.adversarial[:, :N_EXAMPLES]
         run.save_npz("adversarials.npz", **examples)
-        run.log_metrics(**result.metrics, source_test_accuracy=info["metrics"].get("test_accuracy"),
+        cost = strong_cost(model, result.rows, attack_cfg) if kind == "rate" else {}
+        run.log_metrics(**result.metrics, **score_stats(predict_logits(model, x).numpy(), y), **cost,
+                        readout_weight_norm=float(model.readout.weight.detach().norm()) if kind == "rate" else None,
+                        source_test_accuracy=info["metrics"].get("test_accuracy"),
                         attack_wall_s=round(time.time() - started, 3))
     return run
+
+
+def matmul_gflops(n_inputs: int, width: int, seconds: float = 0.5) -> float:
+    """This machine's float32 matrix-multiply throughput (GFLOP/s) at the granule layer's shape
+    (256 images x ``n_inputs`` times ``n_inputs`` x ``width``), measured now, in this process."""
+    import torch
+
+    a, b = torch.rand(256, n_inputs), torch.rand(n_inputs, min(width, 50_000))
+    torch.mm(a, b)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2.0 * 256 * n_inputs * b.shape[1] * n / (time.perf_counter() - t0) / 1e9
+
+
+def strong_cost(model, rows: list[dict], cfg: AttackConfig) -> dict:
+    """What the strong evaluation cost: image-gradient steps (images attacked x restarts x steps,
+    summed over eps), the granule layer's share of their FLOPs (forward and input gradient:
+    4 x fan-in x width per image-step; the readout is a small fraction of that), the achieved GFLOP/s
+    and the fraction of this machine's matrix-multiply throughput measured in the same run."""
+    strong = [r for r in rows if r["attack"] == "strong"]
+    wall = sum(r["wall_s"] for r in strong)
+    steps = sum(r.get("n_attacked", 0) for r in strong) * cfg.strong_steps
+    if not strong or not steps or wall <= 0:
+        return {"strong_image_steps": int(steps)}
+    g = model.granule
+    gflop = 4.0 * g.fan_in * g.width * steps / 1e9
+    peak = matmul_gflops(g.n_inputs, g.width)
+    return {"strong_image_steps": int(steps), "strong_gflop": gflop, "strong_gflops": gflop / wall,
+            "matmul_gflops": peak, "strong_fraction_of_matmul": gflop / wall / peak}
+
+
+def score_stats(scores: np.ndarray, y: np.ndarray) -> dict:
+    """What the attacked outputs look like on the clean images (the paper's loss is the MSE of these
+    scores to the one-hot label): mean true-class score, mean score of the other classes, mean margin
+    (true minus the largest other) and mean MSE to one-hot (sum over classes, halved as in training)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    idx = np.arange(len(y))
+    true = scores[idx, y]
+    others = scores.copy()
+    others[idx, y] = -np.inf
+    onehot = np.zeros_like(scores)
+    onehot[idx, y] = 1.0
+    return {
+        "clean_true_score_mean": float(true.mean()),
+        "clean_other_score_mean": float((scores.sum(axis=1) - true).mean() / max(1, scores.shape[1] - 1)),
+        "clean_margin_mean": float((true - others.max(axis=1)).mean()),
+        "clean_mse_mean": float(0.5 * ((scores - onehot) ** 2).sum(axis=1).mean()),
+    }
 
 
 def _print_checks(m: dict) -> None:

@@ -15,8 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="report file to write (default DIR/report.md); figures, tables "
                                                  "and export go next to it")
     p.add_argument("--replication", action="store_true",
-                   help="instead: add the rate-model attack runs under DIR to docs/replication_runs.csv (rows of "
-                        "earlier runs are kept unless a new run replaces them) and rebuild docs/replication.md")
+                   help="instead: add the rate-model attack runs under DIR to docs/replication_runs.csv and their "
+                        "PGD traces (seed 0) to docs/replication_traces.csv (rows of earlier runs are kept "
+                        "unless a new run replaces them) and rebuild docs/replication.md and its figures")
     p.add_argument("--docs", metavar="DIR", default=None, help="with --replication: the docs folder (default docs/)")
 
 
@@ -33,10 +34,12 @@ def run(args: argparse.Namespace) -> int:
         docs = Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
         try:
             old = replication.read_table(docs / "replication_runs.csv")
+            old_traces = replication.read_traces(docs / "replication_traces.csv")
         except (ValueError, KeyError) as exc:
             raise ConfigError(str(exc)) from None
         new = replication.collect(args.dir)
-        table, md = replication.write(replication.merge(old, new), docs)
+        traces = replication.merge_traces(old_traces, replication.collect_traces(args.dir))
+        table, md = replication.write(replication.merge(old, new), docs, traces)
         print(f"replication: {len(new)} runs from {args.dir}, {len(old)} rows before; wrote {table} and {md}")
         return 0
     from analysis.report import write_report

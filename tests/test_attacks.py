@@ -1,6 +1,8 @@
 """Attacks: losses, Foolbox subclasses, the evaluation loop, and the checks that catch planted bugs."""
 from __future__ import annotations
 
+import copy
+
 import foolbox as fb
 import numpy as np
 import pytest
@@ -142,6 +144,39 @@ def test_no_recheck_gives_the_same_result_for_a_deterministic_model_with_fewer_q
     np.testing.assert_array_equal(evs[True].correct, evs[False].correct)
     np.testing.assert_array_equal(evs[True].adversarial, evs[False].adversarial)
     assert seen[False] < seen[True]
+
+
+def test_known_fooled_images_are_not_attacked_again_and_are_rechecked(trained):
+    """An earlier evaluation's fooled images count as fooled without an attack (the strong
+    evaluation after the cheap ones), but only if their input still fools ``predict``: an
+    'earlier' input that does not fool (here: the clean image) is attacked as usual."""
+    _, fmodel, predict, x, y = trained
+    cheap = evaluate_attack(FGSM(loss="ce"), fmodel, predict, x, y, (0.0, 0.1), model="m", attack="fgsm", loss="ce")
+    fooled = cheap.clean_correct & ~cheap.correct[1]
+    assert 0 < fooled.sum() < cheap.clean_correct.sum()
+    lying = copy.deepcopy(cheap)
+    liar = np.flatnonzero(fooled)[0]
+    lying.adversarial[1][liar] = x[liar]  # claims to fool, does not
+    attacked = []
+
+    class Recording(PGD):
+        def run(self, model, inputs, criterion, *, epsilon, **kw):
+            attacked.append(len(inputs))
+            return super().run(model, inputs, criterion, epsilon=epsilon, **kw)
+
+    args = (fmodel, predict, x, y, (0.0, 0.1))
+    kw = dict(model="m", attack="pgd", loss="ce", seed=1, batch_size=1000)
+    alone = evaluate_attack(Recording(loss="ce", steps=5, abs_stepsize=0.02), *args, **kw)
+    n_alone = sum(attacked)
+    attacked.clear()
+    after = evaluate_attack(Recording(loss="ce", steps=5, abs_stepsize=0.02), *args, **kw, known=[lying])
+    assert after.rows[1]["n_known_fooled"] == fooled.sum() - 1
+    assert sum(attacked) == n_alone - (fooled.sum() - 1)
+    # robust after = robust under both; the skipped images carry the earlier fooling input
+    assert not (after.correct[1] & ~cheap.correct[1]).any()
+    skipped = np.flatnonzero(fooled & (np.arange(len(y)) != liar))
+    np.testing.assert_array_equal(after.adversarial[1][skipped], cheap.adversarial[1][skipped])
+    assert after.correct[1][liar] == alone.correct[1][liar]
 
 
 def test_evaluation_is_deterministic_given_the_seed(trained):

@@ -301,6 +301,11 @@ def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_r
     assert new["pgd_mse_eps0.1"] == pytest.approx(metrics["robust_acc_pgd_mse_eps0.1"])
     text = (docs / "replication.md").read_text()
     assert "| fc | 200 | - | none | 16 | 1 |" in text and "| fc | 1,000 | - | ma | 1 | 1 | 90.0 | 50.0 |" in text
+    png = docs / "replication_width.png"  # the figure the document shows, with a panel per batch size
+    assert "(replication_width.png)" in text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 1.6 * Image.open(png).size[1]  # two panels side by side
     # a second pass adds nothing new
     assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 0
     assert len(replication.read_table(docs / "replication_runs.csv")) == 2
@@ -310,3 +315,37 @@ def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_r
     assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 2
     assert "not a replication table" in one_line_error(capsys.readouterr().err)
     assert (docs / "replication_runs.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_replication_evidence_tables_and_figures_come_from_the_committed_traces(tmp_path):
+    """The evidence section is rebuilt from `replication_traces.csv` alone: a new run's traces
+    replace that configuration's earlier ones (and only those), the summary row reads the first
+    and last step, and the readout table averages the seeds that recorded the readout."""
+    from analysis import replication
+
+    def trace(ltd, seed, loss, step, loss_mean, margin, correct):
+        return {"granule": "fc", "width": 1000, "k": 0, "ltd": ltd, "batch_size": 1, "seed": seed, "eps": 0.05,
+                "loss": loss, "step": step, "n": 10, "loss_mean": loss_mean, "margin_mean": margin,
+                "frac_correct": correct, "true_score_mean": 1.0, "other_score_mean": 0.1 * step, "grad_l2_mean": 1.0}
+
+    old = [trace("ma", 0, "mse", s, 0.1 + s, 0.5, 1.0) for s in range(3)] + \
+          [trace("none", 0, "mse", s, 0.2, 0.4, 0.9) for s in range(3)]
+    new = [trace("ma", 0, "mse", s, 0.3 + s, 0.8 - 0.1 * s, 1.0 - 0.05 * s) for s in range(3)]
+    merged = replication.merge_traces(old, new)
+    assert len(merged) == 6 and sorted({t["loss_mean"] for t in merged if t["ltd"] == "ma"}) == [0.3, 1.3, 2.3]
+    rows = [{"granule": "fc", "width": 1000, "k": 0, "ltd": "ma", "batch_size": 1, "seed": s,
+             "clean_accuracy": 0.9, "fgsm_mse_eps0.1": 0.5, "pgd_mse_eps0.1": 0.6, "strong_eps0.1": 0.0,
+             "worst_eps0.1": 0.0, "readout_weight_norm": norm, "clean_true_score_mean": 1.0,
+             "clean_other_score_mean": 0.0, "clean_margin_mean": 0.5, "clean_mse_mean": 0.1,
+             "checks_passed": False, "train_run": "t", "attack_run": "a"} for s, norm in ((0, 2.0), (1, 4.0))]
+    docs = tmp_path / "docs"
+    replication.write(rows, docs, merged)
+    again = replication.read_traces(docs / "replication_traces.csv")
+    assert len(again) == 6 and again[0]["loss"] == "mse"
+    text = replication.render(replication.read_table(docs / "replication_runs.csv"), again)
+    assert "| 1,000 | ma | 1 | 2 | 3 | 1 | 0 | 0.5 | 0.1 | 60.0 ± 0.0 | - | - |" in text  # means over the 2 seeds
+    assert "| ma | 1 | mse | 0.05 | 10 | 0.3 -> 2.3 | 0.8 -> 0.6 | 1 -> 1 | 0 -> 0.2 | 90% |" in text
+    assert (docs / "replication_pgd.png").read_bytes()[:4] == b"\x89PNG"
+    (docs / "replication_traces.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match="not a replication trace table"):
+        replication.read_traces(docs / "replication_traces.csv")

@@ -73,6 +73,19 @@ class SpikingConfig:
     opposite sign (``a_inh``; CF-triggered rebound potentiation, Kano et al. 1992): the learned,
     signed part of the readout. A climbing-fibre event potentiates inhibition; it never depresses a
     PF-PC synapse in the control.
+
+    **The control does not learn under a physiological olive** (measured on digits, seed 0, 2-core
+    AMD, December 2026; chance is 0.10): 0.139 test accuracy with ``tau_decay_s`` 100 (Purkinje
+    cells run away to 160 Hz, CF 6.3 Hz), 0.164 with 20 s (4 epochs; 107 Hz, CF 4.1 Hz), 0.128
+    after one epoch with ``tau_veto_ms`` 300 and ``tau_decay_s`` 50; and 0.139 with the PF-PC
+    synapses frozen (``a_ltp=0``: the MLI-PC route alone, whose weights all reach ``w_inh_max``
+    because the olive stays above baseline). The reason is the olive's rate: at 1-5 Hz it fires in
+    8-33 % of the 80 ms teaching periods, so a veto removes only ~3-16 % of a presentation's LTP,
+    and with 10 classes the labelled class is 10 % of the samples: the class-specific part of the
+    learned weights is ~1 % of the common part. CF-triggered LTD carries the error because one rare
+    event changes a weight by ``a_ltd x`` (20 times ``a_ltp`` per unit trace); a rule without
+    CF-triggered depression has no per-event change that large unless it potentiates on a CF
+    event, which with the olive's sign mirrored is the same expected drift (not a control).
     """
 
     # --- the three mechanisms
@@ -134,7 +147,10 @@ class SpikingConfig:
     g_mli_pc: float = 0.25            # GABA-A conductance jump per MLI spike, PC leak units; tuned: feed-forward
                                       # inhibition grows with the PF input while the PC population stays asynchronous
                                       # (stronger phasic inhibition entrains PCs to MLI volleys: chi > 0.5 at 1.0,
-                                      # measured December 2026)
+                                      # measured December 2026). Weaker costs class modulation: trained with 0.2
+                                      # and pc_drive_jitter_mv 4, digits seeds 0/1 gave evoked chi 0.26/0.28 (0.30/0.33
+                                      # here) but modulation 4.5/4.8 Hz (5.1/5.6) and accuracy 0.705/0.735 (0.752/
+                                      # 0.749); 2-core AMD, December 2026
     tau_mli_pc_ms: float = 5.0        # fast GABA-A IPSCs of the MLI-PC synapse (Häusser & Clark 1997)
     # --- Purkinje cells (LIF pacemakers with conductance-based inhibition; Häusser & Clark 1997)
     pc_per_class: int = 30            # Purkinje cells per class (a microzone each); tuned: 30 averaged the
