@@ -171,22 +171,37 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
         run.log_metrics(**result.metrics, **score_stats(predict_logits(model, x).numpy(), y), **cost,
                         readout_weight_norm=float(model.readout.weight.detach().norm()) if kind == "rate" else None,
                         source_test_accuracy=info["metrics"].get("test_accuracy"),
-                        attack_wall_s=round(time.time() - started, 3))
+                        attack_wall_s=round(time.time() - started, 3), load_per_core=load_per_core())
     return run
 
 
-def matmul_gflops(n_inputs: int, width: int, seconds: float = 0.5) -> float:
+def load_per_core() -> float | None:
+    """The machine's 1-minute load average per core at the end of the run: above ~1, other work
+    shared the cores and the wall times overstate the cost."""
+    import os
+
+    try:
+        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 3)
+    except OSError:
+        return None
+
+
+def matmul_gflops(n_inputs: int, width: int, rows: int = 1024, repeats: int = 5, seconds: float = 0.2) -> float:
     """This machine's float32 matrix-multiply throughput (GFLOP/s) at the granule layer's shape
-    (256 images x ``n_inputs`` times ``n_inputs`` x ``width``), measured now, in this process."""
+    (``rows`` images x ``n_inputs`` times ``n_inputs`` x ``width``, width capped at 50,000), measured
+    now, in this process: the best of ``repeats`` windows of ``seconds``."""
     import torch
 
-    a, b = torch.rand(256, n_inputs), torch.rand(n_inputs, min(width, 50_000))
+    a, b = torch.rand(rows, n_inputs), torch.rand(n_inputs, min(width, 50_000))
     torch.mm(a, b)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b)
-        n += 1
-    return 2.0 * 256 * n_inputs * b.shape[1] * n / (time.perf_counter() - t0) / 1e9
+    best = 0.0
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds or n == 0:
+            torch.mm(a, b)
+            n += 1
+        best = max(best, 2.0 * rows * n_inputs * b.shape[1] * n / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def strong_cost(model, rows: list[dict], cfg: AttackConfig) -> dict:
