@@ -78,6 +78,9 @@ def collect(root: str | Path) -> list[dict]:
             "checks_passed": bool(m.get("checks_passed")),
             "train_run": train_name, "attack_run": Path(run["path"]).name,
         })
+        for k in METRICS + READOUT + COST:  # a metric the run did not record (e.g. no strong evaluation)
+            if not isinstance(rows[-1][k], (int, float)):
+                rows[-1][k] = float("nan")
     return rows
 
 
@@ -389,12 +392,13 @@ def plot_width(rows: list[dict], path: str | Path) -> Path | None:
     axes[0][0].set_ylabel("robust accuracy at eps 0.1 (%)")
     axes[0][-1].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
+
+
+def _save(fig, path):
+    from analysis.figures import _save as save_png  # the project's atomic PNG writer
+
+    return save_png(fig, Path(path))
 
 
 def _trace_groups(traces: list[dict]) -> dict[tuple, list[dict]]:
@@ -444,12 +448,7 @@ def plot_traces(traces: list[dict], path: str | Path) -> Path | None:
     axes[3].legend(fontsize=7)
     fig.suptitle(f"PGD traces, dense granule layer, width {width:,} (solid: MSE loss; dashed: margin loss)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 def write(rows: list[dict], docs: str | Path, traces: list[dict] | None = None) -> tuple[Path, Path]:
