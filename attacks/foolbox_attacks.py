@@ -17,7 +17,7 @@ import eagerpy as ep
 import foolbox as fb
 import numpy as np
 
-from attacks.losses import LOSSES, margin
+from attacks.losses import LOSSES, margin, score_summary
 from core.errors import ConfigError
 
 __all__ = ["LossMixin", "PGD", "StrongPGD", "FGSM", "TracedPGD", "uniform_noise", "make_attack"]
@@ -138,12 +138,10 @@ class TracedPGD(PGD):
 
     def _observe(self, logits: ep.Tensor, labels: ep.Tensor, values: ep.Tensor) -> None:
         m = margin(logits, labels).numpy()
-        z = logits.numpy().astype(np.float64)
-        idx = np.arange(len(z))
-        true = z[idx, labels.numpy()]
+        scores = score_summary(logits.numpy(), labels.numpy())
         self._pending = {"loss_mean": float(values.numpy().mean()), "margin_mean": float(m.mean()),
-                         "frac_correct": float((m > 0).mean()), "true_score_mean": float(true.mean()),
-                         "other_score_mean": float(((z.sum(1) - true) / max(1, z.shape[1] - 1)).mean())}
+                         "frac_correct": float((m > 0).mean()), "true_score_mean": scores["true_score_mean"],
+                         "other_score_mean": scores["other_score_mean"]}
 
     def value_and_grad(self, loss_fn, x):
         value, grad = super().value_and_grad(loss_fn, x)

@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Callable
 
 import eagerpy as ep
+import numpy as np
 
-__all__ = ["LOSSES", "mse_loss", "ce_loss", "margin_loss", "margin"]
+__all__ = ["LOSSES", "mse_loss", "ce_loss", "margin_loss", "margin", "score_summary"]
 
 
 def mse_loss(logits: ep.Tensor, labels: ep.Tensor) -> ep.Tensor:
@@ -46,3 +47,16 @@ LOSSES: dict[str, Callable[[ep.Tensor, ep.Tensor], ep.Tensor]] = {
     "ce": ce_loss,
     "margin": margin_loss,
 }
+
+
+def score_summary(scores, labels) -> dict:
+    """Means over images of the true class's score, of the other classes' mean score and of the
+    margin (true minus the best other): what an attack moves (numpy in, floats out)."""
+    z = np.asarray(scores, dtype=np.float64)
+    idx = np.arange(len(z))
+    true = z[idx, np.asarray(labels)]
+    others = z.copy()
+    others[idx, np.asarray(labels)] = -np.inf
+    return {"true_score_mean": float(true.mean()),
+            "other_score_mean": float(((z.sum(1) - true) / max(1, z.shape[1] - 1)).mean()),
+            "margin_mean": float((true - others.max(axis=1)).mean())}

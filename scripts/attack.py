@@ -222,22 +222,15 @@ def strong_cost(model, rows: list[dict], cfg: AttackConfig) -> dict:
 
 
 def score_stats(scores: np.ndarray, y: np.ndarray) -> dict:
-    """What the attacked outputs look like on the clean images (the paper's loss is the MSE of these
-    scores to the one-hot label): mean true-class score, mean score of the other classes, mean margin
-    (true minus the largest other) and mean MSE to one-hot (sum over classes, halved as in training)."""
+    """What the attacked outputs look like on the clean images (:func:`attacks.losses.score_summary`,
+    prefixed ``clean_``), with the mean training loss to one-hot (half the summed squares)."""
+    from attacks.losses import score_summary
+
     scores = np.asarray(scores, dtype=np.float64)
-    idx = np.arange(len(y))
-    true = scores[idx, y]
-    others = scores.copy()
-    others[idx, y] = -np.inf
     onehot = np.zeros_like(scores)
-    onehot[idx, y] = 1.0
-    return {
-        "clean_true_score_mean": float(true.mean()),
-        "clean_other_score_mean": float((scores.sum(axis=1) - true).mean() / max(1, scores.shape[1] - 1)),
-        "clean_margin_mean": float((true - others.max(axis=1)).mean()),
-        "clean_mse_mean": float(0.5 * ((scores - onehot) ** 2).sum(axis=1).mean()),
-    }
+    onehot[np.arange(len(y)), y] = 1.0
+    return {**{f"clean_{k}": v for k, v in score_summary(scores, y).items()},
+            "clean_mse_mean": float(0.5 * ((scores - onehot) ** 2).sum(axis=1).mean())}
 
 
 def _print_checks(m: dict) -> None:

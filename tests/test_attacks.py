@@ -12,7 +12,7 @@ import eagerpy as ep
 from attacks.config import LOSS_NAMES, AttackConfig
 from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
 from attacks.foolbox_attacks import FGSM, PGD, TracedPGD, make_attack, uniform_noise
-from attacks.losses import LOSSES, margin
+from attacks.losses import LOSSES, margin, score_summary
 from attacks.suite import run_suite
 from core.config import resolve
 from core.errors import CerebError, ConfigError
@@ -336,11 +336,20 @@ def test_suite_reports_failed_checks_instead_of_hiding_them(trained, monkeypatch
 
 
 def test_traced_pgd_records_one_row_per_step(trained):
-    _, fmodel, _, x, y = trained
+    model, fmodel, _, x, y = trained
     atk = TracedPGD(loss="mse", steps=4, abs_stepsize=0.01)
     atk(fmodel, torch.from_numpy(x[:10]), torch.from_numpy(y[:10]), epsilons=[0.1])
     assert [r["step"] for r in atk.trace] == [0, 1, 2, 3]
     assert atk.trace[-1]["loss_mean"] >= atk.trace[0]["loss_mean"]  # the attack climbs its loss
+    # the score summary the trace records agrees with its definitions on the model's clean scores
+    z = model(torch.from_numpy(x[:10])).detach().numpy().astype(np.float64)
+    true = z[np.arange(10), y[:10]]
+    summary = score_summary(z, y[:10])
+    assert summary["true_score_mean"] == pytest.approx(true.mean())
+    assert summary["other_score_mean"] == pytest.approx(((z.sum(1) - true) / 9).mean())
+    assert summary["margin_mean"] == pytest.approx(float(margin(ep.astensor(torch.from_numpy(z)),
+                                                               ep.astensor(torch.from_numpy(y[:10]))).raw.mean()))
+    assert all({"true_score_mean", "other_score_mean"} <= set(r) for r in atk.trace)
 
 
 @pytest.mark.parametrize("override,message", [
