@@ -1,4 +1,4 @@
-# Two commands do all the set-up: `make demo` and `make test`.
+# Two commands do all the set-up: `make demo` and `make test` (`make tutorial` runs docs/tutorial.md).
 # Both create .venv if it is missing and (re)install only when pyproject.toml changed.
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +9,7 @@ export MPLBACKEND ?= Agg
 # test processes (pytest-xdist): the suite is mostly single-threaded compiling and simulating
 TEST_JOBS ?= 2
 
-.PHONY: demo test install clean-cache
+.PHONY: demo test tutorial install clean-cache
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_JOBS)
+
+# every bash/python block of docs/tutorial.md, in order, in a fresh directory (CI runs it after the tests)
+tutorial: $(STAMP)
+	$(PY) -m scripts.tutorial docs/tutorial.md
 
 demo: $(STAMP)
 	$(VENV)/bin/cereb demo

@@ -6,6 +6,10 @@ For each spiking attack run, ``export_run`` writes into ``<out>/<run folder name
     The recorded spike trains of one clean input and its adversarial, per population ``pop``:
     ``<pop>_i`` (cell index), ``<pop>_t_ms`` (spike time in ms from the window start),
     ``n_<pop>`` (cells), ``window_ms``. Plain NumPy; ``numpy.load(f, allow_pickle=False)``.
+``spikes.nwb``
+    The same trains in the project's NWB layout (:mod:`analysis.nwb`): two trials, ``clean`` and
+    ``adversarial``, one ``Units`` table per population under ``processing["cerebellum"]``, the
+    mossy fibres and their rates in the stimulus section (pynwb: ``NWBHDF5IO(f, "r").read()``).
 ``spikes.neo.mat``
     The same trains as a Neo ``Block`` (segments ``clean`` and ``adv``, one ``SpikeTrain`` per cell
     annotated with ``population``, ``cell`` and ``condition``), written with Neo's ``NeoMatlabIO``
@@ -156,6 +160,13 @@ def export_run(run: dict, out_dir: str | Path, eps_list: Iterable[float] = (0.1,
     if spikes is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         written += write_spike_npz(spikes, out_dir)
+        from analysis.nwb import write_nwb
+        from analysis.spikes import conditions_as_trials
+
+        written.append(write_nwb(out_dir / "spikes.nwb", conditions_as_trials(spikes), identifier=f"{path.name}-export",
+                                 session_description=f"clean input and its adversarial from attack run {path.name} "
+                                                     "(the same frozen noise in both trials)",
+                                 source="cereb report"))
         neo_file = write_neo(spikes, out_dir / "spikes.neo.mat")
         if neo_file is not None:
             written.append(neo_file)

@@ -19,7 +19,7 @@ from analysis.tables import eps_equal, group_rows
 from core.runs import atomic_write_bytes
 
 __all__ = ["plot_robustness_curves", "plot_mechanism", "plot_decision", "plot_transfer", "plot_fidelity",
-           "plot_rasters", "plot_psth", "plot_coding", "plot_pc_classes", "plot_learning_curves", "plot_gallery",
+           "plot_rasters", "plot_psth", "plot_coding", "plot_trial_rasters", "plot_trial_psth", "plot_trial_class_rates", "plot_pc_classes", "plot_learning_curves", "plot_gallery",
            "image_shape"]
 
 POP_NAMES = {"mf": "mossy fibres", "grc": "granule cells", "goc": "Golgi cells", "mli": "interneurons (MLI)", "pc": "Purkinje cells",
@@ -388,6 +388,105 @@ def plot_pc_classes(spikes: dict, n_classes: int, path: str | Path, start_ms: fl
         ax.tick_params(labelsize=7)
     axes[0].set_title("; ".join(marks), fontsize=8)
     axes[1].set_title("rate change under attack", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- trials (cereb simulate)
+def _trial_title(trials: dict, k: int) -> str:
+    q = int(trials["trial_input"][k])
+    label = int(trials["trial_label"][k])
+    return (f"input {q} ({trials['input_condition'][q]}" + (f", label {label}" if label >= 0 else "")
+            + f") trial {int(trials['trial_repeat'][k])}: predicted {int(trials['trial_predicted'][k])}")
+
+
+def _shown_trials(trials: dict, max_trials: int) -> list[int]:
+    """The first trial of each input (up to ``max_trials``); with one input, its repeats."""
+    inputs = np.asarray(trials["trial_input"])
+    firsts = [int(np.flatnonzero(inputs == q)[0]) for q in dict.fromkeys(inputs.tolist())]
+    return (firsts if len(firsts) > 1 else list(range(len(inputs))))[:max_trials]
+
+
+def plot_trial_rasters(trials: dict, path: str | Path, max_cells: int = 200, max_trials: int = 4) -> Path | None:
+    """Rasters per population (rows) for the first trial of each input (columns, up to ``max_trials``)."""
+    pops = trials["pops"]
+    shown = _shown_trials(trials, max_trials)
+    if not pops or not shown:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(len(pops), len(shown), figsize=(3.6 * len(shown) + 0.6, 1.7 * len(pops) + 0.6),
+                             squeeze=False, sharex=True)
+    window = float(trials["window_ms"])
+    for row, pop in enumerate(pops):
+        n = trials["n"][pop]
+        cells = min(n, max_cells)
+        for col, k in enumerate(shown):
+            ax = axes[row][col]
+            i, t = trials["trains"][pop][k]
+            keep = np.asarray(i) < cells
+            ax.scatter(np.asarray(t)[keep], np.asarray(i)[keep], s=4, marker="|", color="k", linewidths=0.6)
+            ax.set_ylim(-0.5, max(cells, 1) - 0.5)
+            ax.set_xlim(0, window)
+            if col == 0:
+                ax.set_ylabel(f"{pop}\n" + (f"first {cells}/{n}" if cells < n else f"{n} cells"), fontsize=7)
+            if row == 0:
+                ax.set_title(_trial_title(trials, k), fontsize=7)
+            if pop == "cf" and not trials.get("olive"):
+                ax.text(0.5, 0.5, "olive off: climbing fibres silent", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=7, color="tab:gray")
+            ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (ms)", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_trial_psth(trials: dict, path: str | Path, bin_ms: float = 5.0, max_inputs: int = 6) -> Path | None:
+    """PSTHs (mean rate per cell, averaged over each input's trials) per population, one line per input."""
+    pops = trials["pops"]
+    if not pops:
+        return None
+    fig, axes = _grid(len(pops), 3, (3.2, 2.5))
+    window = float(trials["window_ms"])
+    inputs = np.asarray(trials["trial_input"])
+    for ax, pop in zip(axes, pops):
+        for q in list(dict.fromkeys(inputs.tolist()))[:max_inputs]:
+            ks = np.flatnonzero(inputs == q)
+            rates = [psth(trials["trains"][pop][k][1], trials["n"][pop], window, bin_ms) for k in ks]
+            ax.step(rates[0][0], np.mean([r[1] for r in rates], axis=0), where="mid",
+                    label=f"input {q} ({trials['input_condition'][q]}), {len(ks)} trials")
+        off = pop == "cf" and not trials.get("olive")
+        ax.set_title(POP_NAMES.get(pop, pop) + (" (olive off)" if off else ""), fontsize=9)
+        ax.set_xlabel("time (ms)", fontsize=8)
+        ax.set_ylabel("rate per cell (Hz)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=5)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_trial_class_rates(trials: dict, path: str | Path, max_inputs: int = 8) -> Path | None:
+    """Mean Purkinje rate per class in the readout period (the class scores), averaged over each
+    input's trials (bars) with the trial-to-trial standard deviation (error bars)."""
+    scores = np.asarray(trials["scores_hz"], dtype=float)
+    if scores.ndim != 2 or scores.shape[1] == 0:
+        return None
+    inputs = np.asarray(trials["trial_input"])
+    shown = list(dict.fromkeys(inputs.tolist()))[:max_inputs]
+    fig, axes = _grid(len(shown), 4, (3.2, 2.5))
+    classes = np.arange(scores.shape[1])
+    for ax, q in zip(axes, shown):
+        s = scores[inputs == q]
+        label = int(trials["input_label"][q])
+        colours = ["tab:green" if c == label else "tab:gray" for c in classes]
+        ax.bar(classes, s.mean(axis=0), yerr=s.std(axis=0) if len(s) > 1 else None, color=colours, capsize=2)
+        preds = np.argmax(s, axis=1)
+        ax.set_title(f"input {q} ({trials['input_condition'][q]}" + (f", label {label}" if label >= 0 else "")
+                     + f")\npredicted {', '.join(str(int(p)) for p in preds[:10])}", fontsize=7)
+        ax.set_xticks(classes, [str(c) for c in classes], fontsize=7)
+        ax.set_xlabel("class", fontsize=8)
+        ax.set_ylabel("Purkinje rate (Hz)", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     return _save(fig, path)
 

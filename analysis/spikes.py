@@ -27,7 +27,8 @@ import numpy as np
 from core.runs import load_npz
 
 __all__ = ["POPULATIONS", "CONDITIONS", "load_spikes", "spike_counts", "rates_hz", "coding_level",
-           "activity_ratio", "population_sparseness", "psth", "class_rates", "spike_summary"]
+           "activity_ratio", "population_sparseness", "psth", "class_rates", "spike_summary", "TRIAL_KEYS",
+           "write_trial_spikes", "load_trial_spikes", "trial_rate_rows", "TRIAL_RATE_COLUMNS", "conditions_as_trials"]
 
 POPULATIONS = ("mf", "grc", "goc", "mli", "pc", "cf")
 CONDITIONS = ("clean", "adv")
@@ -124,3 +125,105 @@ def spike_summary(spikes: dict) -> list[dict]:
                          "mean_rate_hz": float(r.mean()) if n else math.nan, "coding_level": coding_level(i, n),
                          "activity_ratio": activity_ratio(r), "sparseness": population_sparseness(r)})
     return rows
+
+
+# ----------------------------------------------------------------------------- trials (cereb simulate)
+# Per-trial arrays of a trials dict, each (n_trials,); the per-input ones are (n_inputs,).
+TRIAL_KEYS = ("trial_input", "trial_repeat", "trial_label", "trial_predicted", "trial_noise_seed", "trial_noise_slot")
+INPUT_KEYS = ("input_condition", "input_source", "input_label")
+SCALAR_KEYS = ("window_ms", "readout_start_ms", "dt_ms", "n_classes", "mf_rate_min_hz", "mf_rate_max_hz", "noise", "olive")
+TRIAL_RATE_COLUMNS = ["population", "trial", "input", "repeat", "condition", "label", "predicted", "n_cells",
+                      "n_spikes", "mean_rate_hz", "coding_level"]
+
+
+def write_trial_spikes(path: str | Path, trials: dict) -> Path:
+    """Write a trials dict (see :func:`load_trial_spikes`) as ``spikes.npz``.
+
+    Layout, for each recorded population ``pop``: ``<pop>_i`` (cell of each spike), ``<pop>_t_ms``
+    (its time in ms from the start of its trial's window), ``<pop>_trial`` (its trial) and ``n_<pop>``
+    (cells); per trial ``trial_input`` (index into ``x``), ``trial_repeat``, ``trial_label`` (the
+    input's label, -1 if none), ``trial_predicted``, ``trial_noise_seed``, ``trial_noise_slot`` and
+    ``scores_hz`` ``(n_trials, n_classes)``; per input ``x`` ``(n_inputs, n_fibres)`` in [0, 1],
+    ``input_condition``, ``input_source`` (test index, file row or example index) and
+    ``input_label``; scalars ``window_ms``, ``readout_start_ms``, ``dt_ms``, ``n_classes``,
+    ``mf_rate_min_hz``, ``mf_rate_max_hz``, ``noise`` and ``olive``.
+    """
+    from core.runs import save_npz
+
+    arrays: dict = {}
+    for pop in trials["pops"]:
+        per_trial = trials["trains"][pop]
+        arrays[f"{pop}_i"] = np.concatenate([np.asarray(i, np.int32) for i, _ in per_trial] or [np.zeros(0, np.int32)])
+        arrays[f"{pop}_t_ms"] = np.concatenate([np.asarray(t, np.float64) for _, t in per_trial] or [np.zeros(0)])
+        arrays[f"{pop}_trial"] = np.concatenate([np.full(len(i), k, np.int32) for k, (i, _) in enumerate(per_trial)]
+                                                or [np.zeros(0, np.int32)])
+        arrays[f"n_{pop}"] = np.int64(trials["n"][pop])
+    for key in TRIAL_KEYS + INPUT_KEYS + ("x", "scores_hz"):
+        arrays[key] = np.asarray(trials[key])
+    for key in SCALAR_KEYS:
+        arrays[key] = np.asarray(trials[key])
+    return save_npz(path, **arrays)
+
+
+def load_trial_spikes(path: str | Path) -> dict:
+    """Read a ``spikes.npz`` of ``cereb simulate`` into a trials dict: ``pops`` (recorded, in the
+    order of :data:`POPULATIONS`), ``n`` (cells per population), ``trains`` (population -> one
+    ``(i, t_ms)`` pair per trial), the per-trial and per-input arrays and the scalars of
+    :func:`write_trial_spikes`."""
+    raw = load_npz(path)
+    missing = [k for k in TRIAL_KEYS + INPUT_KEYS + ("x", "scores_hz", "window_ms") if k not in raw]
+    if missing:
+        from core.errors import DataError
+
+        raise DataError(f"{path} is not a trial spike file of 'cereb simulate' (missing {', '.join(missing)})")
+    n_trials = len(raw["trial_input"])
+    out: dict = {"pops": [p for p in POPULATIONS if f"{p}_i" in raw], "n": {}, "trains": {}}
+    for pop in out["pops"]:
+        i, t, k = raw[f"{pop}_i"].astype(np.int64), raw[f"{pop}_t_ms"].astype(float), raw[f"{pop}_trial"]
+        out["n"][pop] = int(raw[f"n_{pop}"])
+        out["trains"][pop] = [(i[k == trial], t[k == trial]) for trial in range(n_trials)]
+    for key in TRIAL_KEYS + INPUT_KEYS + ("x", "scores_hz"):
+        out[key] = raw[key]
+    for key in SCALAR_KEYS:
+        if key in raw:
+            out[key] = raw[key].item()
+    return out
+
+
+def trial_rate_rows(trials: dict) -> list[dict]:
+    """One row per population and trial (columns :data:`TRIAL_RATE_COLUMNS`)."""
+    rows = []
+    window = float(trials["window_ms"])
+    for pop in trials["pops"]:
+        n = trials["n"][pop]
+        for k, (i, _) in enumerate(trials["trains"][pop]):
+            q = int(trials["trial_input"][k])
+            r = rates_hz(i, n, window)
+            rows.append({"population": pop, "trial": k, "input": q, "repeat": int(trials["trial_repeat"][k]),
+                         "condition": str(trials["input_condition"][q]), "label": int(trials["trial_label"][k]),
+                         "predicted": int(trials["trial_predicted"][k]), "n_cells": n, "n_spikes": int(len(i)),
+                         "mean_rate_hz": float(r.mean()) if n else math.nan, "coding_level": coding_level(i, n)})
+    return rows
+
+
+def conditions_as_trials(spikes: dict) -> dict:
+    """The clean/adversarial pair of a ``spikes.npz`` (:func:`load_spikes`) as a two-trial trials
+    dict (the same noise, slot 0, in both), for the NWB export."""
+    x = np.stack([np.asarray(spikes["x_clean"], float).reshape(-1), np.asarray(spikes["x_adv"], float).reshape(-1)])
+    label = int(spikes.get("label", -1))
+    pred = [int(spikes.get("pred_clean", -1)), int(spikes.get("pred_adv", -1))]
+    scores = [np.asarray(spikes.get(f"scores_{c}", []), float) for c in ("clean", "adv")]
+    n_classes = int(scores[0].size) if scores[0].size else 0
+    return {
+        "pops": list(spikes["pops"]), "n": dict(spikes["n"]),
+        "trains": {pop: [spikes["trains"][c][pop] for c in CONDITIONS] for pop in spikes["pops"]},
+        "trial_input": np.array([0, 1]), "trial_repeat": np.array([0, 0]), "trial_label": np.array([label, label]),
+        "trial_predicted": np.array(pred), "trial_noise_seed": np.array([-1, -1]), "trial_noise_slot": np.array([0, 0]),
+        "input_condition": np.array(["clean", "adversarial"]), "input_source": np.array([0, 0]),
+        "input_label": np.array([label, label]), "x": x,
+        "scores_hz": np.stack(scores) if n_classes else np.zeros((2, 0)),
+        "window_ms": float(spikes["window_ms"]), "readout_start_ms": float(spikes.get("readout_start_ms", 0.0)),
+        "dt_ms": float(spikes.get("dt_ms", float("nan"))), "n_classes": n_classes,
+        "mf_rate_min_hz": float(spikes.get("mf_rate_min_hz", float("nan"))),
+        "mf_rate_max_hz": float(spikes.get("mf_rate_max_hz", float("nan"))), "noise": "frozen", "olive": "cf" in spikes["pops"],
+    }

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "attack": "scripts.attack",
     "study": "scripts.study",
     "report": "scripts.report",
+    "simulate": "scripts.simulate",
 }
 
 

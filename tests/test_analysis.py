@@ -538,6 +538,21 @@ def test_report_exports_spike_trains_and_stimulus_tables(report):
             for st in trains[:5]:
                 cell = int(st.annotations["cell"])
                 np.testing.assert_allclose(np.sort(st.rescale("ms").magnitude), np.sort(t[i == cell]))
+    # NWB (the project's layout): valid, two trials, the planted spikes back per population
+    from analysis.nwb import read_nwb, validate_nwb
+
+    assert validate_nwb(out / "spikes.nwb") == []
+    back = read_nwb(out / "spikes.nwb")
+    assert list(back["trial_condition"]) == ["clean", "adversarial"] and back["n"] == N_POP
+    for k, cond in enumerate(("clean", "adv")):
+        for pop in N_POP:
+            i, t = back["trains"][pop][k]
+            pi, pt = planted[f"{cond}_{pop}_i"], planted[f"{cond}_{pop}_t_ms"]
+            order, planted_order = np.lexsort((i, t)), np.lexsort((pi, pt))
+            np.testing.assert_array_equal(i[order], pi[planted_order])
+            np.testing.assert_allclose(t[order], pt[planted_order], atol=1e-9)
+    np.testing.assert_allclose(back["mf_rate_hz"][1], MF_MIN + planted["x_adv"].astype(float) * (MF_MAX - MF_MIN),
+                               rtol=1e-6)
     table = read_csv(out / "stimuli.csv")
     assert list(table[0]) == ["condition", "fibre", "t_start_ms", "t_end_ms", "rate_hz"]
     adv = [r for r in table if r["condition"] == "raster/adversarial"]
