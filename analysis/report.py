@@ -184,6 +184,15 @@ def _headline_section(rows: list[dict]) -> list[str]:
               "eps (in the attack's norm; pixel values in [0, 1]). Mean over attack runs, ± half-width of "
               "the 95% CI when there are several. For each model the configuration with the most runs is shown ("
               "ties go to the newest); the mechanism section compares configurations.", ""]
+    if any(r.get("noise_mode") == "fresh" for r in rows):
+        lines += ["Threat model of the spiking network: a real cerebellum draws new mossy-fibre noise on every "
+                  "trial, so its headline rows are *fresh noise*: each adversarial example is shown again on "
+                  "fresh-noise trials (`fresh_repeats` per image), the network's decision on an image is the "
+                  "majority over them (a tie counts against the network), and robust accuracy is the fraction of "
+                  "all attacked images whose majority decision is correct (the rate model's denominator), with "
+                  "the exact 95% interval (image as the unit) in `robustness.csv` and the fresh-noise clean "
+                  "baseline at eps 0. The attacks themselves search the *frozen-noise* network (every query in "
+                  "one fixed noise realisation); those rows stay beside the fresh ones as a diagnostic.", ""]
     heads = ["model", "configuration", "evaluated on", "attack", "loss", "norm", "gradients from", "clean"]
     heads += [f"robust @ eps {e:g}" for e in HEADLINE_EPS] + ["runs"]
     body = []
@@ -205,7 +214,9 @@ def _run_outcome(run: dict, run_rows: list[dict]) -> tuple[str, list[str]]:
     """``(status, problems)`` of one attack run: status is ``passed``, ``failed``, ``warnings`` or ``none``."""
     m = run["metrics"]
     msgs = [str(s) for s in (m.get("check_messages") or [])]
-    extra = check_findings(run_rows)
+    # runs with paired per-image checks (metrics["checks"]) have compared their attacks image by
+    # image already; the row-level findings would compare two independent numbers instead
+    extra = [] if m.get("checks") else check_findings(run_rows)
     passed = m.get("checks_passed")
     if passed is False:
         return "failed", (msgs or ["checks failed (no message recorded)"]) + extra
@@ -214,8 +225,24 @@ def _run_outcome(run: dict, run_rows: list[dict]) -> tuple[str, list[str]]:
     return ("passed", []) if passed is True else ("none", [])
 
 
+CHECK_NAMES = {"dominance": "PGD not weaker than FGSM", "gradient_masking": "noise not beating a gradient attack",
+               "budget": "broken at L-inf 0.5", "zero_gradients": "non-zero input gradients"}
+
+
+def _check_tally(checks: list) -> str:
+    """'PGD not weaker than FGSM 6/6, ...': passed / run per check of a run's paired checks."""
+    runs: dict[str, list[bool]] = defaultdict(list)
+    for c in checks:
+        runs[str(c.get("check"))].append(bool(c.get("passed")))
+    return ", ".join(f"{CHECK_NAMES.get(k, k)} {sum(v)}/{len(v)}" for k, v in runs.items())
+
+
 def _checks_section(study: Study, rows: list[dict]) -> list[str]:
-    lines = ["## Attack checks", ""]
+    lines = ["## Attack checks", "",
+             "Rate-model runs compare their attacks image by image (exact McNemar test at 5%, so a "
+             "one-image difference is not a failure): PGD against FGSM with the same loss, uniform noise "
+             "against every gradient attack (gradient masking), the strong evaluation at L-inf 0.5 (attack "
+             "too weak) and the fraction of all-zero input gradients; each run lists how many passed.", ""]
     if not study.attacks:
         return lines + _skip("No attack runs; no checks to report.")
     by_run = group_rows(rows, lambda r: r["attack_run"])
@@ -228,15 +255,16 @@ def _checks_section(study: Study, rows: list[dict]) -> list[str]:
                          + [f"seed {f.get('seed')}"])
         status, problems = _run_outcome(run, by_run.get(label, []))
         counts[status] += 1
+        tally = _check_tally(run["metrics"].get("checks") or [])
         if status == "passed":
             if list_all:
-                lines.append(f"- `{label}` ({what}): checks passed.")
+                lines.append(f"- `{label}` ({what}): checks passed{f' ({tally})' if tally else ''}.")
         elif status == "none":
             lines.append(f"- `{label}` ({what}): no self-checks recorded.")
         else:
             head = "checks failed" if status == "failed" else (
                 "checks passed, but" if run["metrics"].get("checks_passed") is True else "warnings")
-            lines.append(f"- `{label}` ({what}): {head}:")
+            lines.append(f"- `{label}` ({what}): {head}{f' ({tally})' if tally else ''}:")
             lines += [f"    - {p}" for p in problems]
     bad = counts["failed"] + counts["warnings"]
     summary = (f"{bad} of {len(study.attacks)} attack run(s) have failed checks or warnings; their robust accuracies "

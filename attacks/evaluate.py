@@ -16,7 +16,8 @@ Definitions (one row per eps):
   with ``recheck=True``, re-checked with ``predict`` for a model that may answer differently the
   next time; only still-robust images are attacked again, which is what makes wide models
   affordable);
-- ``n_correct``: robust images; ``robust_acc = n_correct / n``;
+- ``n_correct``: robust images; ``robust_acc = n_correct / n``; ``ci_low``, ``ci_high``: its exact
+  95% interval, the image as the unit (:func:`attacks.stats.proportion_ci`);
 - ``n_attacked``: images handed to the attacks at that eps, summed over restarts (the cost);
   ``n_known_fooled``: images decided by an earlier evaluation instead (``known``);
 - ``mean_linf``, ``mean_l2``: mean distance from the clean images of the inputs that decided
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import eagerpy as ep
 import numpy as np
 
+from attacks.stats import proportion_ci
 from core.errors import CerebError
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ROBUSTNESS_COLUMNS", "DOMINANCE", "Evaluation", "evaluate_attack", "worst_case", "attack_once", "derive_seed",
            "check_rows"]
 
-ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct", "robust_acc", "mean_linf", "mean_l2"]
+ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct", "robust_acc", "mean_linf", "mean_l2",
+                      "ci_low", "ci_high"]
 
 # (stronger, weaker): the stronger attack's robust accuracy must not exceed the weaker one's at the
 # same eps for a shared loss (rows that combine losses name them joined by "+", e.g. "margin+ce").
@@ -251,6 +254,7 @@ def evaluate_attack(
             "n_correct": n_correct, "robust_acc": n_correct / n if n else float("nan"),
             "mean_linf": float(linf.mean()) if n else float("nan"),
             "mean_l2": float(l2.mean()) if n else float("nan"),
+            **dict(zip(("ci_low", "ci_high"), proportion_ci(n_correct, n))),
             "max_linf": float(linf.max()) if n else 0.0,
             "x_min": float(adv.min()) if n else 0.0, "x_max": float(adv.max()) if n else 0.0,
             "restarts": len(attack_list), "prune": prune, "n_known_fooled": n_known, "n_attacked": n_attacked,
@@ -299,7 +303,8 @@ def worst_case(evaluations: Sequence[Evaluation], x: np.ndarray, *, model: str, 
         n_correct = int(correct.sum())
         rows.append({"model": model, "attack": attack, "loss": loss, "eps": float(eps), "seed": seed, "n": n,
                      "n_correct": n_correct, "robust_acc": n_correct / n, "mean_linf": float(linf.mean()),
-                     "mean_l2": float(l2.mean()), "max_linf": float(linf.max()), "x_min": float(adv.min()),
+                     "mean_l2": float(l2.mean()), **dict(zip(("ci_low", "ci_high"), proportion_ci(n_correct, n))),
+                     "max_linf": float(linf.max()), "x_min": float(adv.min()),
                      "x_max": float(adv.max()), "restarts": sum(ev.rows[0].get("restarts", 1) for ev in evaluations),
                      "prune": all(ev.rows[0].get("prune", False) for ev in evaluations), "wall_s": 0.0})
     return rows

@@ -22,6 +22,13 @@ each eps, the images an earlier attack of the suite already fooled there (re-che
 Worst case: rows with attack ``worst`` (loss ``all``) count an image as robust only if it
 survived every attack above at that eps.
 
+Checks that can fail (:mod:`attacks.checks`; each listed in ``metrics["checks"]`` with its
+outcome): PGD significantly weaker than FGSM with the same loss (paired, exact McNemar at 5%, so a
+one-image difference does not fail), uniform noise beating a gradient attack (gradient masking
+suspected), the strong evaluation leaving more than 5% robust at L-inf 0.5 (attack too weak), and
+more than half of the attacked inputs with an all-zero input gradient. Perturbation within eps
+and inputs within [0, 1] are checked per row; the worst case containing every attack is asserted.
+
 The suite is model-agnostic like :func:`attacks.evaluate.evaluate_attack`: it takes a Foolbox
 model and a ``predict`` function.
 """
@@ -34,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from attacks.checks import check_budget, check_dominance, check_gradient_masking, check_zero_gradients
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, attack_once, check_rows, derive_seed, evaluate_attack, worst_case
 from attacks.foolbox_attacks import FGSM, PGD, StrongPGD, TracedPGD, uniform_noise
@@ -116,7 +124,29 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     rows = [row for ev in evals.values() for row in ev.rows]
     if len(evals) > 1:
         rows += worst_case(list(evals.values()), x, model=model, seed=seed)
-    messages = check_rows(rows)
+    for row in rows:  # the worst case contains every attack, by construction: a bug if not
+        assert row["attack"] != "worst" or row["n_correct"] <= min(
+            r["n_correct"] for r in rows if r["attack"] != "worst" and abs(r["eps"] - row["eps"]) < 1e-9), row
+    # invariants of every row (eps bound, [0, 1] range; monotone in eps where prune is off)
+    messages = check_rows(rows, dominance=())
+    # paired checks that can fail: per image, exact McNemar, so one image is not a failure
+    outcomes: list = []
+    for msgs, outs in (
+        check_dominance(evals, [(f"pgd/{loss}", f"fgsm/{loss}") for loss in cfg.losses]),
+        check_gradient_masking(evals, gradient=[k for k in evals if k.split("/")[0] in ("fgsm", "pgd", "strong")],
+                               gradient_free=[k for k in evals if k.startswith("noise/")]),
+        check_budget("strong", evals.get("strong")),
+    ):
+        messages += msgs
+        outcomes += outs
+    first_ev = next(iter(evals.values()), None)
+    if first_ev is not None and first_ev.clean_correct.any():
+        ok = first_ev.clean_correct
+        msgs, outs, zero_frac = check_zero_gradients(fmodel, x[ok], y[ok], subject=model)
+        messages += msgs
+        outcomes += outs
+    else:
+        zero_frac = float("nan")
     for msg in messages:
         log.warning("check failed: %s", msg)
     # not a failed check (restarts are random), but worth knowing: where the strong evaluation
@@ -129,6 +159,8 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
         "clean_accuracy": float(first.clean_correct.mean()) if first is not None else float("nan"),
         "checks_passed": not messages,
         "check_messages": messages,
+        "checks": [o.as_dict() for o in outcomes],
+        "zero_gradient_frac": zero_frac,
         # with strong_after_cheap the strong rows include PGD's fooled images: nothing to compare
         "strong_weaker_than_pgd": None if cfg.strong_after_cheap else [m for m in strong_misses if "weaker" in m],
     }

@@ -456,6 +456,21 @@ def _print_spiking_summary(run) -> None:
             print(f"{name}: success {m[f'{name}_success_rate']:.3f}, median L2 {m[f'{name}_median_l2']:.3f}, "
                   f"median Linf {m[f'{name}_median_linf']:.3f}, {m[f'{name}_wall_s']:.0f} s, "
                   f"{m[f'{name}_queries_per_s']:.0f} queries/s")
+    fresh = [r for r in read_csv(run.path / "robustness.csv")
+             if r["model"] == "spiking" and r["noise_mode"] == "fresh" and r["norm"] == "linf"]
+    if fresh:
+        eps = sorted({r["eps"] for r in fresh})
+        print(f"fresh noise (majority of {int(fresh[0].get('fresh_repeats') or 0)} trials per image): robust "
+              f"accuracy [95% interval]")
+        for attack in dict.fromkeys(r["attack"] for r in fresh):
+            cells = {r["eps"]: r for r in fresh if r["attack"] == attack}
+            print(f"{attack:<14} " + "  ".join(f"eps {e:g}: {cells[e]['robust_acc']:.3f} [{cells[e]['ci_low']:.2f}, "
+                                              f"{cells[e]['ci_high']:.2f}]" for e in eps if e in cells))
+    for e in (0.1, 0.2):
+        if f"fresh_noise_robust_acc_eps{e:g}" in m:
+            lo, hi = m[f"fresh_noise_ci_eps{e:g}"]
+            print(f"fresh_noise_robust_acc@{e:g}={m[f'fresh_noise_robust_acc_eps{e:g}']:.3f} [{lo:.3f}, {hi:.3f}] "
+                  f"strongest={m[f'fresh_noise_strongest_eps{e:g}']}")
     print(f"time: {m.get('attack_wall_s', 0):.0f} s")
     _print_checks(m)
 

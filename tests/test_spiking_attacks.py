@@ -630,3 +630,27 @@ def test_tie_flags_mark_shared_top_scores_and_silent_readouts():
     np.testing.assert_array_equal(silent, [True, False, False, False, False])
     t0, s0 = spiking.tie_flags(np.zeros((0, 3)))
     assert t0.shape == s0.shape == (0,)
+
+
+def test_fresh_votes_take_the_majority_and_score_ties_against_the_network():
+    from attacks.spiking import fresh_votes
+
+    class Scripted:  # fresh_scores answers from a script, one (n, 3) array per call
+        def __init__(self, script):
+            self.script = list(script)
+
+        def fresh_scores(self, x):
+            return self.script.pop(0)
+
+    y = np.array([0, 0, 0, 1])
+    right, wrong, tie = [5, 1, 1], [1, 5, 1], [4, 4, 0]
+    script = [np.array([right, right, tie, [1, 2, 0]]),
+              np.array([right, wrong, tie, [2, 1, 0]]),
+              np.array([wrong, wrong, right, [0, 3, 0]])]
+    majority, trial = fresh_votes(Scripted(script), np.zeros((4, 2)), y, 3)
+    # image 0: 2 of 3 right; image 1: 1 of 3; image 2: ties count against, 1 of 3; image 3: 2 of 3
+    assert majority.tolist() == [True, False, False, True]
+    assert np.allclose(trial, [2 / 3, 1 / 3, 1 / 3, 2 / 3])
+    # a tied vote (one right, one wrong, one for a third class... here 1 vs 1 over two trials) is not a win
+    majority, _ = fresh_votes(Scripted([np.array([right]), np.array([wrong])]), np.zeros((1, 2)), y[:1], 2)
+    assert majority.tolist() == [False]
