@@ -39,6 +39,10 @@ class AttackConfig:
     trace_gap : robust-accuracy gap (MSE-PGD minus strong) that triggers the traces.
     trace_images : at most this many images are traced.
     batch_size : images per attack call; None chooses by model size.
+    square : run the score-based Square attack (Andriushchenko et al. 2020; ART's implementation,
+        :mod:`attacks.square`) at every eps, L-inf; off by default (it costs two to three forward
+        passes per image, eps and iteration: affordable for small models, not for the paper's widest).
+    square_iters : its iterations.
     """
 
     n: int = 1000
@@ -64,6 +68,8 @@ class AttackConfig:
     trace_gap: float = 0.1
     trace_images: int = 100
     batch_size: int | None = None
+    square: bool = False
+    square_iters: int = 1000
 
     def __post_init__(self):
         if self.n < 1:
@@ -80,7 +86,7 @@ class AttackConfig:
                 raise ValueError(f"unknown attack loss {loss!r} (known: {', '.join(LOSS_NAMES)})")
         if self.strong and not self.strong_losses:
             raise ValueError("attack.strong_losses must name at least one loss")
-        for name in ("pgd_steps", "strong_steps", "strong_restarts", "trace_images"):
+        for name in ("pgd_steps", "strong_steps", "strong_restarts", "trace_images", "square_iters"):
             if getattr(self, name) < 1:
                 raise ValueError(f"attack.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pgd_stepsize", "strong_rel_stepsize", "eps_step"):

@@ -19,6 +19,8 @@ Attacks (rows of ``robustness.csv``; ``model`` = the network the examples were e
   spiking network (an image stops where the spiking network is fooled), with the surrogate's own
   PGD as a second restart and every transfer example (surrogate PGD/FGSM, rate, MLP) as further
   restarts, per image;
+- ``square`` (``attack.square``): score-based (ART's Square attack) on the Purkinje scores averaged
+  over fresh-noise trials;
 - ``hsja-l2``, ``hsja-linf``, ``boundary-l2``: decision-based, the spiking network as a black box
   under a hard per-image query budget (:mod:`attacks.decision`), started from transfer
   adversarials or the nearest training image of another class.
@@ -49,7 +51,7 @@ import foolbox as fb
 import numpy as np
 import torch
 
-from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
+from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack, worst_case
 from attacks.stats import add_intervals
 from attacks.foolbox_attacks import FGSM, PGD, LossMixin, _check_loss, uniform_noise
 from core.errors import CerebError, ConfigError
@@ -79,6 +81,11 @@ class SpikingAttackConfig:
         added as one more restart, so PGD is never weaker than FGSM on the surrogate, and the
         spiking ``pgd`` row takes per image the stronger of the two transferred examples).
     hybrid, hybrid_steps : the hybrid attack (margin loss).
+    square, square_iters, square_repeats : the score-based Square attack (ART; L-inf) on the
+        Purkinje class scores averaged over ``square_repeats`` fresh-noise trials (expectation over
+        the noise, Athalye et al. 2018), ``square_iters`` iterations; every trial is a charged
+        query. Off by default: at 100 images, 1,000 iterations and 5 trials it is over a million
+        simulations per eps (two to three scorings per image and iteration).
     transfer_runs : rate / mlp run folders whose PGD examples are transferred (same task).
     decision : decision-based attacks; decision_n : images they attack (<= n);
     max_queries : hard per-image budget.
@@ -99,6 +106,9 @@ class SpikingAttackConfig:
     restarts: int = 1
     hybrid: bool = True
     hybrid_steps: int = 40
+    square: bool = False
+    square_iters: int = 1000
+    square_repeats: int = 5
     transfer_runs: tuple[str, ...] = ()
     decision: tuple[str, ...] = ("hsja-l2", "hsja-linf")
     decision_n: int | None = None
@@ -120,6 +130,8 @@ class SpikingAttackConfig:
             raise ValueError(f"unknown decision-based attack {unknown[0]!r} (known: {', '.join(DECISION_ATTACKS)})")
         if self.pgd_steps < 1 or self.hybrid_steps < 1 or self.restarts < 1 or self.pgd_rel_stepsize <= 0:
             raise ValueError("attack.pgd_steps, hybrid_steps, restarts >= 1 and pgd_rel_stepsize > 0 are required")
+        if self.square_iters < 1 or self.square_repeats < 1:
+            raise ValueError("attack.square_iters >= 1 and attack.square_repeats >= 1 are required")
         if self.max_queries < 3 or self.fresh_repeats < 0:
             raise ValueError("attack.max_queries >= 3 and attack.fresh_repeats >= 0 are required")
         if self.decision_n is not None and not 1 <= self.decision_n <= self.n:
@@ -334,6 +346,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         ev = evaluate_attack(uniform_noise(), spiking_fmodel, bb.labels, x, y, cfg.eps, model="spiking",
                              attack="noise", loss="none", seed=seed, prune=True, batch_size=n)
         rows += frozen_rows(ev, norm="linf", source="none", queries_per_image=len(cfg.eps))
+        evaluations["noise_none"] = ev
         tick("noise")
 
     # -- white-box on the surrogate, transferred to the spiking network
@@ -440,6 +453,28 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
                              "success_rate": float((~ev.correct[k][ok]).mean()) if ok.any() else float("nan")})
         tick("hybrid")
 
+    # -- score-based, on the noise-averaged Purkinje scores (expectation over the fresh noise)
+    if cfg.square:
+        from attacks.square import Square
+
+        def averaged_scores(a):
+            a = np.asarray(a, dtype=np.float64)
+            return np.mean([bb.fresh_scores(a) for _ in range(cfg.square_repeats)], axis=0)
+
+        q0 = bb.queries
+        sq = Square(norm="linf", iterations=cfg.square_iters, batch_size=n)
+        ev = evaluate_attack(sq, fb.models.NumPyModel(averaged_scores, bounds=(0, 1)), bb.labels, x, y, cfg.eps,
+                             model="spiking", attack="square", loss="none", seed=seed, prune=True, batch_size=n,
+                             extra={"steps": cfg.square_iters, "stepsize": float("nan")})
+        srows = frozen_rows(ev, norm="linf", source="none")
+        for r in srows:
+            r["queries"] = int(bb.queries - q0)
+        rows += srows
+        rows += _fresh_rows(bb, ev, x, y, cfg, {r["eps"]: r for r in srows})
+        evaluations["square_none"] = ev
+        metrics["square_queries_per_image"] = round((bb.queries - q0) / max(n, 1), 1)
+        tick("square")
+
     # -- decision-based, the spiking network as a black box
     decision = {}
     n_dec = cfg.decision_n or n
@@ -494,6 +529,21 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     if "hsja-l2" in decision:
         metrics["hsja_median_l2"] = metrics["hsja-l2_median_l2"]
         metrics["queries_per_s"] = metrics["hsja-l2_queries_per_s"]
+
+    # -- per-image worst case over every L-inf attack on the spiking network (frozen noise)
+    linf_evals = [ev for k, ev in evaluations.items() if not k.startswith(("surrogate:", "pgd-l2"))]
+    if "hsja-linf" in decision and n_dec == n:
+        linf_evals.append(_decision_evaluation(decision["hsja-linf"], x, cfg.eps))
+    if len(linf_evals) > 1:
+        for r in worst_case(linf_evals, x, model="spiking", seed=seed):
+            rows.append(_row_defaults(r, norm="linf", source="all"))
+    # surrogate-spiking agreement on the adversarial inputs the hybrid found, not only on clean ones
+    if "hybrid_margin" in evaluations:
+        ev = evaluations["hybrid_margin"]
+        for k, eps in enumerate(ev.epsilons):
+            if any(abs(eps - e) < 1e-9 for e in (0.1, 0.2)):
+                adv = ev.adversarial[k]
+                metrics[f"surrogate_agreement_adv_eps{eps:g}"] = float(np.mean(sur_labels(adv) == bb.labels(adv)))
 
     add_intervals(rows)
     for r in rows:  # the threat model of the headline: fresh noise, majority over fresh_repeats trials
@@ -588,14 +638,33 @@ def _stronger(a, b, x):
 
 
 def _worst(rows: list[dict]) -> dict:
-    """Worst robust accuracy (frozen noise, L-inf, on the spiking network) over attacks at eps 0.1, 0.2."""
+    """Robust accuracy of the per-image worst case (the ``worst`` rows: frozen noise, L-inf, on the
+    spiking network) at eps 0.1 and 0.2."""
     out = {}
     for e in (0.1, 0.2):
         vals = [r["robust_acc"] for r in rows if r["model"] == "spiking" and r["noise_mode"] == "frozen"
-                and r["norm"] == "linf" and abs(r["eps"] - e) < 1e-9 and r["attack"] != "noise"]
+                and r["norm"] == "linf" and abs(r["eps"] - e) < 1e-9 and r["attack"] == "worst"]
         if vals:
             out[f"robust_acc_worst_eps{e:g}"] = float(min(vals))
     return out
+
+
+def _decision_evaluation(res: dict, x: np.ndarray, epsilons) -> Any:
+    """A decision-based attack's per-image results as an Evaluation at L-inf ``epsilons``: an image
+    is fooled at eps when the attack succeeded within that L-inf distance."""
+    from attacks.evaluate import Evaluation
+
+    clean = np.asarray(res["pred_clean"]) == np.asarray(res["y"])
+    succ = np.asarray(res["success"], bool) & clean
+    linf = np.asarray(res["linf"], float)
+    correct, adversarial = [], []
+    for eps in epsilons:
+        fooled = succ & (linf <= eps + 1e-9) if eps > 0 else np.zeros(len(x), bool)
+        correct.append(clean & ~fooled)
+        adversarial.append(np.where(fooled[:, None], np.asarray(res["x_adv"], np.float32), x))
+    rows = [{"eps": float(e), "restarts": 1, "prune": True} for e in epsilons]
+    return Evaluation(rows, [float(e) for e in epsilons], np.array(correct, bool), np.array(adversarial, np.float32),
+                      clean)
 
 
 def _reevaluate(ev, predict, x, y, *, model: str, attack: str | None = None):

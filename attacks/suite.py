@@ -24,8 +24,8 @@ survived every attack above at that eps.
 
 Checks that can fail (:mod:`attacks.checks`; each listed in ``metrics["checks"]`` with its
 outcome): PGD significantly weaker than FGSM with the same loss (paired, exact McNemar at 5%, so a
-one-image difference does not fail), uniform noise beating a gradient attack (gradient masking
-suspected), the strong evaluation leaving more than 5% robust at L-inf 0.5 (attack too weak), and
+one-image difference does not fail), uniform noise or the score-based Square attack
+(``attack.square``) beating a gradient attack (gradient masking suspected), the strong evaluation leaving more than 5% robust at L-inf 0.5 (attack too weak), and
 more than half of the attacked inputs with an all-zero input gradient. Perturbation within eps
 and inputs within [0, 1] are checked per row; the worst case containing every attack is asserted.
 
@@ -45,6 +45,7 @@ from attacks.checks import check_budget, check_dominance, check_gradient_masking
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, attack_once, check_rows, derive_seed, evaluate_attack, worst_case
 from attacks.foolbox_attacks import FGSM, PGD, StrongPGD, TracedPGD, uniform_noise
+from attacks.square import Square
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class SuiteResult:
 def plan_size(cfg: AttackConfig) -> int:
     """Number of (attack, eps) cells the suite runs before any extension of the strong sweep."""
     per_loss = int(cfg.fgsm) + int(cfg.pgd)
-    return len(cfg.eps) * (int(cfg.noise) + per_loss * len(cfg.losses) + int(cfg.strong))
+    return len(cfg.eps) * (int(cfg.noise) + per_loss * len(cfg.losses) + int(cfg.square) + int(cfg.strong))
 
 
 def _strong_attacks(cfg: AttackConfig) -> list:
@@ -113,6 +114,9 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
         if cfg.pgd:
             atk = PGD(loss=loss, steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize, random_start=cfg.pgd_random_start)
             run(f"pgd/{loss}", atk, "pgd", loss, extra={"steps": cfg.pgd_steps, "stepsize": cfg.pgd_stepsize})
+    if cfg.square:  # score-based, no gradients: a check on the gradient attacks as much as an attack
+        run("square/none", Square(norm="linf", iterations=cfg.square_iters, batch_size=bs), "square", "none",
+            extra={"steps": cfg.square_iters, "stepsize": float("nan")})
     strong_loss = "+".join(cfg.strong_losses)
     if cfg.strong:
         # the attacks above go first: an image one of them fooled at an eps is not attacked again there
@@ -134,7 +138,7 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     for msgs, outs in (
         check_dominance(evals, [(f"pgd/{loss}", f"fgsm/{loss}") for loss in cfg.losses]),
         check_gradient_masking(evals, gradient=[k for k in evals if k.split("/")[0] in ("fgsm", "pgd", "strong")],
-                               gradient_free=[k for k in evals if k.startswith("noise/")]),
+                               gradient_free=[k for k in evals if k.startswith(("noise/", "square/"))]),
         check_budget("strong", evals.get("strong")),
     ):
         messages += msgs

@@ -181,3 +181,28 @@ def test_a_budget_too_small_is_caught(healthy):
                            until_acc=0.01, eps_step=0.1, eps_max=1.0)
     msgs, outs = check_budget("strong", full)
     assert msgs == [] and outs[0].passed
+
+
+# ----------------------------------------------------------------------------- Square (ART), score-based
+def test_square_attack_runs_in_the_suite_and_exposes_masked_gradients(healthy):
+    from attacks.square import Square
+
+    model, x, y = healthy
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.1, 0.3), losses=("ce",), pgd_steps=10, pgd_stepsize=0.03,
+                       strong_steps=20, strong_restarts=1, strong_rel_stepsize=0.1, trace=False, square=True,
+                       square_iters=200)
+    ok = run_suite(fb.PyTorchModel(model, bounds=(0, 1)), _predict(model), x, y, cfg, model="rate")
+    sq = {r["eps"]: r for r in ok.rows if r["attack"] == "square"}
+    assert set(sq) == {0.0, 0.1, 0.3} and sq[0.3]["robust_acc"] < sq[0.0]["robust_acc"]
+    assert all(r["max_linf"] <= r["eps"] + 1e-6 for r in sq.values())
+    assert ok.checks_passed, ok.messages
+    masked = Rounded(model).eval()
+    sick = run_suite(fb.PyTorchModel(masked, bounds=(0, 1)), _predict(masked), x, y, cfg, model="masked")
+    assert any("square/none beats the gradient attack fgsm/ce" in m for m in sick.messages), sick.messages
+    # queries: every scored input is counted
+    atk = Square(iterations=5)
+    evaluate_attack(atk, fb.PyTorchModel(model, bounds=(0, 1)), _predict(model), x[:10], y[:10], (0.1,),
+                    model="m", attack="square", loss="none")
+    assert atk.queries >= 10  # at least the first evaluation of each image, and every later one counted
+    with pytest.raises(ValueError, match="norm"):
+        Square(norm="l1")

@@ -322,6 +322,15 @@ def test_suite_checks_pass_on_a_correct_run(clean_suite, linear_task):
     hyb = {r["eps"]: r["robust_acc"] for r in frozen if r["attack"] == "hybrid"}
     assert all(hyb[e] <= pgd[e] for e in pgd)
     assert m["robust_acc_worst_eps0.1"] <= pgd[0.1]
+    # the per-image worst case: robust only if robust under every L-inf attack on the spiking network
+    worst = {r["eps"]: r for r in frozen if r["attack"] == "worst" and r["model"] == "spiking"}
+    assert set(worst) == {0.0, 0.02, 0.05, 0.1}
+    for e, r in worst.items():
+        others = [o["n_correct"] for o in frozen if o["model"] == "spiking" and o["norm"] == "linf"
+                  and o["attack"] != "worst" and o["eps"] == e]
+        assert r["n_correct"] <= min(others) and r["ci_low"] <= r["robust_acc"] <= r["ci_high"]
+    assert m["robust_acc_worst_eps0.1"] == worst[0.1]["robust_acc"]
+    assert 0 <= m["surrogate_agreement_adv_eps0.1"] <= 1
     assert len(res.transfer) > 0 and {t["target"] for t in res.transfer} == {"spiking"}
     fresh = [r for r in res.rows if r["noise_mode"] == "fresh"]
     assert {r["eps"] for r in fresh} == {0.05}
@@ -654,3 +663,19 @@ def test_fresh_votes_take_the_majority_and_score_ties_against_the_network():
     # a tied vote (one right, one wrong, one for a third class... here 1 vs 1 over two trials) is not a win
     majority, _ = fresh_votes(Scripted([np.array([right]), np.array([wrong])]), np.zeros((1, 2)), y[:1], 2)
     assert majority.tolist() == [False]
+
+
+def test_square_on_noise_averaged_scores_charges_every_trial(linear_task):
+    from dataclasses import replace
+
+    cfg = replace(SUITE_CFG, decision=(), square=True, square_iters=20, square_repeats=3, fresh_eps=(0.0, 0.1))
+    res, bb, eng = run_suite(linear_task, cfg)
+    sq = [r for r in res.rows if r["attack"] == "square"]
+    frozen = {r["eps"]: r for r in sq if r["noise_mode"] == "frozen"}
+    fresh = {r["eps"]: r for r in sq if r["noise_mode"] == "fresh"}
+    assert set(frozen) == set(cfg.eps) and set(fresh) == {0.0, 0.1}
+    assert frozen[0.1]["robust_acc"] < frozen[0.0]["robust_acc"]  # it finds adversarials on this problem
+    # the attack's queries: fresh-noise calls in multiples of square_repeats, all charged to the black box
+    assert frozen[0.1]["queries"] > 0 and res.metrics["square_queries_per_image"] > 0
+    assert bb.queries == sum(n for n, _, _ in eng.calls)
+    assert res.metrics["checks_passed"], res.metrics["check_messages"]
