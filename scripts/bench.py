@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="engine worker processes (default 2)")
     p.add_argument("--batch-size", type=int, default=None, help="copies per network (default: engine default)")
     p.add_argument("--training", action="store_true", help="also time one training epoch on digits")
+    p.add_argument("--no-reference", action="store_true",
+                   help="spiking: skip the batched run of the reference build (and the agreement line)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -131,26 +133,45 @@ def run(args: argparse.Namespace) -> int:
     print(f"network: {conn.n_mf} MF, {conn.n_grc} GrC (K={cfg.k}), {conn.n_goc} GoC, {conn.n_pc} PC; "
           f"{cfg.window_ms:g} ms per sample at dt {cfg.dt_ms:g} ms")
 
-    # naive: one Brian2 run per sample, one copy (same compiled code, warm cache)
-    with SpikingEngine(cfg, conn, w, batch_size=1, chunks_per_run=1,
-                       workers=1, seed=args.seed) as naive:
+    # naive: one Brian2 run per sample, one copy of the reference build (Brian2's own integration and
+    # Synapses, as the engine was before its own step), same compiled code, warm cache: the fixed reference
+    with SpikingEngine(cfg, conn, w, batch_size=1, chunks_per_run=1, workers=1, seed=args.seed,
+                       reference=True) as naive:
         naive.predict(x[:2])  # build and warm up
         t0 = time.perf_counter()
         for q in rng.choice(len(x), args.naive_n, replace=False):
             naive.predict(x[q:q + 1])
         naive_s = time.perf_counter() - t0
     naive_rate = args.naive_n / naive_s
-    print(f"naive loop   : {args.naive_n} samples in {naive_s:.2f} s = {naive_rate:.1f} samples/s")
+    print(f"naive loop   : {args.naive_n} samples in {naive_s:.2f} s = {naive_rate:.1f} samples/s "
+          f"(reference build, one copy, one run per sample)")
 
-    with SpikingEngine(cfg, conn, w, batch_size=batch,
-                       chunks_per_run=e.chunks_per_run, workers=args.workers, seed=args.seed) as eng:
-        eng.predict(x[: batch * args.workers])  # build (workers start) and warm up
-        t0 = time.perf_counter()
-        eng.predict(x)
-        batched_s = time.perf_counter() - t0
-    rate = args.n / batched_s
-    print(f"batched      : {args.n} samples in {batched_s:.2f} s = {rate:.1f} samples/s "
-          f"(batch {batch}, {e.chunks_per_run} chunks per run, {args.workers} workers)")
+    steps = int(round(cfg.window_ms / cfg.dt_ms))
+    results = {}
+    for name, reference in (("reference", True), ("batched", False)):
+        if name == "reference" and args.no_reference:
+            continue
+        with SpikingEngine(cfg, conn, w, batch_size=batch, chunks_per_run=e.chunks_per_run, workers=args.workers,
+                           seed=args.seed, reference=reference) as eng:
+            eng.predict(x[: batch * args.workers])  # build (workers start) and warm up
+            t0 = time.perf_counter()
+            pred = eng.predict(x)
+            elapsed = time.perf_counter() - t0
+        results[name] = pred
+        ns_step = elapsed * args.workers / (args.n * conn.n_grc * steps) * 1e9
+        label = "reference    " if reference else "batched      "
+        print(f"{label}: {args.n} samples in {elapsed:.2f} s = {args.n / elapsed:.1f} samples/s, "
+              f"{ns_step:.2f} ns per granule-cell step per core (batch {batch}, {e.chunks_per_run} chunks per run, "
+              f"{args.workers} workers{', reference build' if reference else ''})")
+        if not reference:
+            rate = args.n / elapsed
+    if "reference" in results:
+        a, b = results["reference"], results["batched"]
+        agree = float(np.mean(a.labels == b.labels))
+        corr = {pop: float(np.corrcoef(a.counts[pop].ravel(), b.counts[pop].ravel())[0, 1]) for pop in ("grc", "pc")}
+        same = float(np.mean(np.all(a.counts["pc"] == b.counts["pc"], axis=1)))
+        print(f"agreement    : decisions {agree:.4f}, spike-count correlation grc {corr['grc']:.4f} pc {corr['pc']:.4f}, "
+              f"identical Purkinje counts on {same:.4f} of queries (same frozen noise)")
 
     if args.training:
         tcfg = SpikingTrainConfig(epochs=1)

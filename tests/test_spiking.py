@@ -837,10 +837,9 @@ def _trace(pop: str, state: dict, duration_ms: float = 60.0, every_ms: float = 5
     """One cell of a population's equations (the module's own strings and constants) from
     ``state``, no synaptic input: membrane potential (mV) every ``every_ms`` and spike times (ms)."""
     bb = b2()
-    cfg = SpikingConfig()
-    eqs = {"grc": network.GRC_EQS, "goc": network.GOC_EQS, "mli": network.MLI_EQS, "pc": network.PC_EQS}[pop]
-    g = bb.NeuronGroup(1, eqs, threshold=network.THRESHOLDS[pop], reset=network.RESETS[pop], method="exponential_euler",
-                       dt=cfg.dt_ms * bb.ms, namespace=network._namespace(bb, cfg), name=f"trace_{pop}")
+    cfg = SpikingConfig(grc_state_dtype="float64")
+    clock = bb.Clock(dt=cfg.dt_ms * bb.ms, name=f"trace_clock_{pop}")
+    g = network.neuron_group(bb, pop, 1, cfg, clock, network._namespace(bb, cfg), name=f"trace_{pop}")
     for k, v in state.items():
         setattr(g, k + "_", np.array([v]))
     mon = bb.StateMonitor(g, "v", record=0, dt=every_ms * bb.ms, name=f"trace_mon_{pop}")
@@ -932,3 +931,17 @@ def test_biology_rows_fail_when_a_value_leaves_its_range():
     assert not rows_ok(good + [{"population": "cf", "condition": "training", "rate_hz": 7.0, "ok": False}])
     lo, hi, _ = RANGES[("cf", "training", "rate_hz")]
     assert (lo, hi) == (0.0, 3.0)
+
+
+def test_engine_reproduces_its_reference_build(net, queries):
+    """The engine's own integration step and compiled MLI-PC projection against the reference build
+    (Brian2's exponential_euler and Synapses, the speed reference of ``cereb bench``): with the same
+    frozen noise every population spikes the same, up to rounding."""
+    conn, weights = net
+    with make_engine(conn, weights) as fast, make_engine(conn, weights, reference=True) as ref:
+        a, b = fast.predict(queries), ref.predict(queries)
+        assert fast.steady_state()["grc"]["v"] == pytest.approx(ref.steady_state()["grc"]["v"], abs=1e-9)
+    for pop in ("grc", "goc", "mli", "pc"):
+        assert np.corrcoef(a.counts[pop].ravel(), b.counts[pop].ravel())[0, 1] > 0.99, pop
+    assert np.mean(a.labels == b.labels) >= 0.95
+    assert np.mean(np.all(a.counts["pc"] == b.counts["pc"], axis=1)) >= 0.9

@@ -64,11 +64,12 @@ class _Runner:
     """One built network of ``copies`` copies; one ``run`` simulates up to ``copies * max_chunks`` queries."""
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, copies: int, dt_ms: float,
-                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), start: dict | None = None):
+                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), start: dict | None = None,
+                 reference: bool = False):
         from models.spiking.network import build_inference_net
 
         self.inet = build_inference_net(cfg, conn, weights, copies, dt_ms, window_ms, max_chunks, record=tuple(record),
-                                        start=start)
+                                        start=start, reference=reference)
         self.capacity = copies * max_chunks
         # Brian2 calls gc.collect() on every run(); freezing the objects that exist now keeps
         # that collection from walking the whole heap (0.3 s per call measured without it).
@@ -123,8 +124,10 @@ class _Runners:
     each presentation from the same steady state, computed once on the smallest network."""
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, batch_size: int, dt_ms: float,
-                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), seed: int = 0):
+                 window_ms: float, max_chunks: int, record: tuple[str, ...] = (), seed: int = 0,
+                 reference: bool = False):
         self.cfg, self.conn, self.weights = cfg, conn, np.array(weights, dtype=np.float64)
+        self.reference = bool(reference)
         self.batch_size, self.dt_ms, self.window_ms, self.max_chunks = batch_size, dt_ms, window_ms, max_chunks
         self.record, self.seed = tuple(record), int(seed)
         self.mf_grc_w = np.array(conn.mf_grc_w_mv, dtype=np.float64)
@@ -133,7 +136,7 @@ class _Runners:
 
     def _build(self, copies: int) -> _Runner:
         r = _Runner(self.cfg, self.conn, self.weights, copies, self.dt_ms, self.window_ms,
-                    self.max_chunks if copies == self.batch_size else 1, self.record, self.start)
+                    self.max_chunks if copies == self.batch_size else 1, self.record, self.start, self.reference)
         r.set_mf_grc_weights(self.mf_grc_w)
         return r
 
@@ -192,9 +195,9 @@ def _worker_main(conn_pipe, init_args):
     import traceback
 
     try:
-        cfg_dict, conn_arrays, weights, copies, dt_ms, window_ms, max_chunks, record, seed = init_args
+        cfg_dict, conn_arrays, weights, copies, dt_ms, window_ms, max_chunks, record, seed, reference = init_args
         runners = _Runners(SpikingConfig(**cfg_dict), Connectivity.from_arrays(conn_arrays), weights, copies, dt_ms,
-                           window_ms, max_chunks, record, seed)
+                           window_ms, max_chunks, record, seed, reference)
         runners.get(copies)  # the largest network now, so that a build failure shows at start
         conn_pipe.send(("ready", None))
     except BaseException:
@@ -294,11 +297,15 @@ class SpikingEngine:
     noise : ``"frozen"`` or ``"fresh"`` (default of :meth:`predict`).
     seed : the frozen-noise seed, and the seed of the fresh-noise seed sequence.
     record : populations whose spike trains are kept (for rasters), e.g. ``("grc", "pc")``.
+    reference : simulate the reference build of the network (Brian2's own ``exponential_euler``
+        and ``Synapses``; see :func:`~models.spiking.network.build_inference_net`): the fixed
+        speed reference of ``cereb bench spiking``.
     """
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, engine_cfg: EngineConfig | None = None,
                  *, seed: int = 0, record: tuple[str, ...] = (), batch_size: int | None = None,
-                 chunks_per_run: int | None = None, workers: int | None = None, noise: str | None = None):
+                 chunks_per_run: int | None = None, workers: int | None = None, noise: str | None = None,
+                 reference: bool = False):
         e = engine_cfg or EngineConfig()
         batch_size = e.copies(cfg.width) if batch_size is None else batch_size
         chunks_per_run = e.chunks_per_run if chunks_per_run is None else chunks_per_run
@@ -316,6 +323,7 @@ class SpikingEngine:
         self.window_ms, self.dt_ms = float(window_ms), float(dt_ms)
         self.batch_size, self.chunks_per_run, self.workers = int(batch_size), int(chunks_per_run), int(workers)
         self.noise, self.seed, self.record = noise, int(seed), tuple(record)
+        self.reference = bool(reference)
         self._fresh_rng = np.random.default_rng([int(seed), 7])
         self.n_queries = 0
         self.n_calls = 0
@@ -336,12 +344,12 @@ class SpikingEngine:
         from dataclasses import asdict
 
         return (asdict(self.cfg), self.conn.to_arrays(), self._weights, self.batch_size, self.dt_ms, self.window_ms,
-                self.chunks_per_run, self.record, self.seed)
+                self.chunks_per_run, self.record, self.seed, self.reference)
 
     def _ensure(self):
         if self.workers == 1 and self._local is None:
             self._local = _Runners(self.cfg, self.conn, self._weights, self.batch_size, self.dt_ms, self.window_ms,
-                                   self.chunks_per_run, self.record, self.seed)
+                                   self.chunks_per_run, self.record, self.seed, self.reference)
         elif self.workers > 1 and self._pool is None:
             self._pool = _WorkerPool(self.workers, self._init_args())
 

@@ -67,8 +67,9 @@ nothing the readout needs.
 
 Two builders share the equations: :func:`build_training_net` (one copy, Brian2 ``Synapses``
 everywhere, runs as ``cpp_standalone``) and :func:`build_inference_net` (many copies; the
-all-to-all MF-GrC and PF-PC/MLI projections are compiled functions over one shared weight table
-instead of replicated synapses, and are tested against ``Synapses``).
+all-to-all MF-GrC, PF-PC/MLI and MLI-PC projections are compiled functions over one shared weight
+table instead of replicated synapses, and are tested against ``Synapses``). Granule and Purkinje
+membranes advance by the exponential-Euler step of :mod:`models.spiking.integrate`.
 """
 from __future__ import annotations
 
@@ -77,13 +78,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.spiking import integrate
 from models.spiking.params import SpikingConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Connectivity", "make_connectivity", "initial_weights", "pc_class", "InferenceNet", "build_inference_net",
            "set_inference_weights", "set_mf_grc_weights", "run_inference_chunks", "TrainingNet", "build_training_net",
-           "epoch_namespace", "simulate_with_olive", "set_mli_pc_weights", "STATE_VARS", "initial_state"]
+           "epoch_namespace", "simulate_with_olive", "set_mli_pc_weights", "STATE_VARS", "initial_state",
+           "neuron_group", "step_constants"]
 
 # the state variables of each population that a presentation starts from
 STATE_VARS = {"grc": ("v", "g_goc"), "goc": ("v", "a"), "mli": ("v", "a"), "pc": ("v", "g_mli")}
@@ -309,6 +312,37 @@ dv/dt = ((pc_el + drive - v) + g_mli * (pc_egaba - v)) / pc_tau : volt
 dg_mli/dt = -g_mli / mli_pc_tau : 1
 drive : volt (constant)
 """
+# The granule and Purkinje membranes are integrated by an explicit exponential-Euler step (the
+# conductance held over the step, as Brian2's ``exponential_euler`` does) written with
+# :func:`models.spiking.integrate.relax_step`, which needs no ``exp`` call per neuron and step:
+# the equations above stay the model; these are its state variables and its step.
+# (Golgi cells and interneurons have constant coefficients: Brian2's step has no per-neuron exp.)
+CONDUCTANCE_VARS = {
+    "grc": "v : volt\ng_goc : 1\n",
+    "pc": "v : volt\ng_mli : 1\ndrive : volt (constant)\n",
+}
+CONDUCTANCE_STEP = {
+    "grc": "v = relax_step(v, grc_b0 + grc_bg * g_goc, grc_y0 + grc_yg * g_goc)\ng_goc = g_goc * grc_gdecay",
+    "pc": "v = relax_step(v, pc_c * (pc_el + drive + g_mli * pc_egaba), pc_c * (1 + g_mli))\ng_mli = g_mli * pc_gdecay",
+}
+
+
+def step_constants(b2, cfg: SpikingConfig, dt_ms: float) -> dict:
+    """The per-step constants of :data:`CONDUCTANCE_STEP` at step ``dt_ms``: ``c = dt / tau``,
+    the relaxation rate ``y = y0 + yg g`` and drive ``b = b0 + bg g`` of the granule membrane, and
+    the conductance decay factors ``exp(-dt / tau_syn)``."""
+    mV = b2.mV
+    c_grc = dt_ms / cfg.grc_tau_m_ms
+    return {
+        "relax_step": integrate.brian2_function(b2),
+        "grc_y0": c_grc * (1 + cfg.grc_g_tonic), "grc_yg": c_grc,
+        "grc_b0": c_grc * (cfg.grc_e_leak_mv + cfg.grc_g_tonic * cfg.grc_e_gaba_mv) * mV,
+        "grc_bg": c_grc * cfg.grc_e_gaba_mv * mV,
+        "grc_gdecay": float(np.exp(-dt_ms / cfg.tau_goc_grc_ms)),
+        "pc_c": dt_ms / cfg.pc_tau_m_ms, "pc_gdecay": float(np.exp(-dt_ms / cfg.tau_mli_pc_ms)),
+    }
+
+
 RESETS = {"grc": "v = grc_vreset", "goc": "v = goc_vreset; a += goc_ahp", "mli": "v = mli_vreset; a += mli_ahp",
           "pc": "v = pc_vreset"}
 THRESHOLDS = {"grc": "v > grc_vth", "goc": "v > goc_vth", "mli": "v > mli_vth", "pc": "v > pc_vth"}
@@ -335,19 +369,32 @@ def _offsets(i: np.ndarray, j: np.ndarray, n_pre: int, n_post: int, copies: int)
     return (np.asarray(i, np.int64)[None, :] + b * n_pre).ravel(), (np.asarray(j, np.int64)[None, :] + b * n_post).ravel()
 
 
+def neuron_group(b2, pop: str, n: int, cfg: SpikingConfig, clock, ns: dict, extra: str = "", reset: str = "",
+                 events: dict | None = None, name: str | None = None, reference: bool = False):
+    """``n`` cells of population ``pop`` (``grc``, ``goc``, ``mli`` or ``pc``) with the model's
+    equations, threshold, reset (plus ``reset``), start-value variables and integration step;
+    ``extra`` adds equations (integrated by exponential Euler). ``reference``: Brian2 integrates
+    every equation itself (``exponential_euler`` on :data:`GRC_EQS` and :data:`PC_EQS`), the
+    engine's fixed speed reference."""
+    step = {} if reference else CONDUCTANCE_STEP
+    eqs = {"grc": GRC_EQS, "goc": GOC_EQS, "mli": MLI_EQS, "pc": PC_EQS, **{p: CONDUCTANCE_VARS[p] for p in step}}[pop]
+    dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_goc": np.dtype(cfg.grc_state_dtype)} if pop == "grc" else None
+    ns = {**ns, **step_constants(b2, cfg, float(clock.dt_) * 1000.0)}
+    g = b2.NeuronGroup(n, eqs + INIT_EQS[pop] + extra, threshold=THRESHOLDS[pop], reset=RESETS[pop] + reset,
+                       method="exponential_euler", clock=clock, namespace=ns, name=name or pop,
+                       **({"dtype": dtype} if dtype else {}), **({"events": events} if events else {}))
+    if pop in step:
+        g.run_regularly(step[pop], clock=clock, when="groups", name=f"{name or pop}_step")
+    return g
+
+
 def _cells(b2, cfg: SpikingConfig, conn: Connectivity, copies: int, clock, ns: dict, extra: dict, resets: dict,
-           events: dict | None = None):
+           events: dict | None = None, reference: bool = False):
     """GrC, GoC, MLI and PC groups of ``copies`` copies, with their start-value variables."""
     sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
-    eqs = {"grc": GRC_EQS, "goc": GOC_EQS, "mli": MLI_EQS, "pc": PC_EQS}
-    groups = {}
-    for pop in ("grc", "goc", "mli", "pc"):
-        dtype = {"v": np.dtype(cfg.grc_state_dtype), "g_goc": np.dtype(cfg.grc_state_dtype)} if pop == "grc" else None
-        groups[pop] = b2.NeuronGroup(sizes[pop] * copies, eqs[pop] + INIT_EQS[pop] + extra.get(pop, ""),
-                                     threshold=THRESHOLDS[pop], reset=RESETS[pop] + resets.get(pop, ""),
-                                     method="exponential_euler", clock=clock, namespace=dict(ns), name=pop,
-                                     **({"dtype": dtype} if dtype else {}), **({"events": events[pop]}
-                                                                               if events and pop in events else {}))
+    groups = {pop: neuron_group(b2, pop, sizes[pop] * copies, cfg, clock, ns, extra.get(pop, ""), resets.get(pop, ""),
+                                (events or {}).get(pop), reference=reference)
+              for pop in ("grc", "goc", "mli", "pc")}
     groups["pc"].drive_ = np.tile(conn.pc_drive_mv * 1e-3, copies)
     return groups
 
@@ -363,9 +410,10 @@ def _synapses(b2, name, pre, post, i, j, n_pre, n_post, copies, code, clock, ns,
 
 
 def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock, ns: dict,
-                    plastic_inh: bool = False) -> list:
-    """MF-GoC, PF-GoC, GoC-GrC and MLI-PC synapses (the same in both builders; the MLI-PC weights
-    ``w_inh`` are set from ``conn.mli_pc_w``, and the training builder adds their plasticity)."""
+                    plastic_inh: bool = False, mli_pc: bool = True) -> list:
+    """MF-GoC, PF-GoC, GoC-GrC and (``mli_pc``) MLI-PC synapses (the same in both builders; the
+    MLI-PC weights ``w_inh`` are set from ``conn.mli_pc_w``, and the training builder adds their
+    plasticity; the inference builder replaces them by a compiled projection)."""
     g = groups
     return [
         _synapses(b2, "mf_goc", mf, g["goc"], conn.mf_goc_i, conn.mf_goc_j, conn.n_mf, conn.n_goc, copies,
@@ -374,8 +422,7 @@ def _fixed_synapses(b2, groups: dict, mf, conn: Connectivity, copies: int, clock
                   "v_post += w_grc_goc", clock, ns),
         _synapses(b2, "goc_grc", g["goc"], g["grc"], conn.goc_grc_i, conn.goc_grc_j, conn.n_goc, conn.n_grc, copies,
                   "g_goc_post += g_goc_grc", clock, ns),
-        _mli_pc(b2, g, conn, copies, clock, ns, plastic=plastic_inh),
-    ]
+    ] + ([_mli_pc(b2, g, conn, copies, clock, ns, plastic=plastic_inh)] if mli_pc else [])
 
 
 def _mli_pc(b2, groups: dict, conn: Connectivity, copies: int, clock, ns: dict, plastic: bool = False):
@@ -418,7 +465,7 @@ def _csr(pre: np.ndarray, post: np.ndarray, n_pre: int, values: np.ndarray | Non
 # group's namespace), never part of the code, so one compiled module serves every network size
 # and every number of copies.
 MF_GRC_CYTHON = """
-cdef double mf_to_grc(int i, int n_mf, int n_grc):
+cdef double mf_to_grc(int i, int n_mf, int n_grc) noexcept:
     global _namespace_mfgrc_ptr, _namespace_mfgrc_idx, _namespace_mfgrc_w, _namespace_mfgrc_v
     cdef int copy = i // n_mf
     cdef int f = i - copy * n_mf
@@ -430,7 +477,7 @@ cdef double mf_to_grc(int i, int n_mf, int n_grc):
 """
 
 PF_CYTHON = """
-cdef double pf_to_targets(int i, int n_grc, int n_pc, int n_mli, double w_mli):
+cdef double pf_to_targets(int i, int n_grc, int n_pc, int n_mli, double w_mli) noexcept:
     global _namespace_pf_weff, _namespace_pf_pcv, _namespace_pfmli_ptr, _namespace_pfmli_idx, _namespace_pf_mliv
     cdef int copy = i // n_grc
     cdef int g = i - copy * n_grc
@@ -445,8 +492,20 @@ cdef double pf_to_targets(int i, int n_grc, int n_pc, int n_mli, double w_mli):
     return 0.0
 """
 
+MLI_PC_CYTHON = """
+cdef double mli_to_pc(int i, int n_mli, int n_pc, double g_unit) noexcept:
+    global _namespace_mlipc_ptr, _namespace_mlipc_idx, _namespace_mlipc_w, _namespace_mlipc_g
+    cdef int copy = i // n_mli
+    cdef int m = i - copy * n_mli
+    cdef int k
+    cdef double *g = _namespace_mlipc_g + copy * n_pc
+    for k in range(_namespace_mlipc_ptr[m], _namespace_mlipc_ptr[m + 1]):
+        g[_namespace_mlipc_idx[k]] += g_unit * _namespace_mlipc_w[k]
+    return 0.0
+"""
+
 STASH_CYTHON = """
-cdef double stash_%POP%(int i, int chunk, int n, int row, int max_chunks):
+cdef double stash_%POP%(int i, int chunk, int n, int row, int max_chunks) noexcept:
     global _namespace_counts_%POP%
     if chunk >= 0 and chunk < max_chunks:  # bounds-checked: a stale t_call must not write out of range
         _namespace_counts_%POP%[chunk * row + i] = n
@@ -454,7 +513,7 @@ cdef double stash_%POP%(int i, int chunk, int n, int row, int max_chunks):
 """
 
 RATE_LOOKUP_CYTHON = """
-cdef double mf_rate_lookup(int i, int chunk, int row, int max_chunks):
+cdef double mf_rate_lookup(int i, int chunk, int row, int max_chunks) noexcept:
     global _namespace_mf_rate_table
     if chunk < 0 or chunk >= max_chunks:
         return 0.0
@@ -462,7 +521,7 @@ cdef double mf_rate_lookup(int i, int chunk, int row, int max_chunks):
 """
 
 SLOT_LOOKUP_CYTHON = """
-cdef int mf_slot_lookup(int i, int chunk, int copies, int n_mf, int max_chunks):
+cdef int mf_slot_lookup(int i, int chunk, int copies, int n_mf, int max_chunks) noexcept:
     global _namespace_mf_slot_table
     if chunk < 0 or chunk >= max_chunks:
         return 0
@@ -492,7 +551,8 @@ class InferenceNet:
 
     Buffers shared with the compiled code: ``rate_table`` ``(max_chunks, copies * n_mf)`` Hz,
     ``slot_table`` ``(max_chunks, copies)``, ``counts[pop]`` ``(max_chunks, copies * n_pop)``,
-    ``pf_weff`` ``(n_grc * n_pc,)`` volt, ``mf_grc_w`` (CSR order) volt.
+    ``pf_weff`` ``(n_grc * n_pc,)`` volt, ``mf_grc_w`` (CSR order) volt, ``mli_pc_w`` (CSR order, the
+    multipliers of ``g_mli_pc``).
     """
 
     net: object
@@ -509,11 +569,13 @@ class InferenceNet:
     window_ms: float
     conn: Connectivity
     cfg: SpikingConfig
+    mli_pc_w: np.ndarray
+    mli_pc_order: np.ndarray
 
 
 def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, copies: int, dt_ms: float,
                         window_ms: float, max_chunks: int = 10, record: tuple[str, ...] = (),
-                        start: dict | None = None) -> InferenceNet:
+                        start: dict | None = None, reference: bool = False) -> InferenceNet:
     """Build ``copies`` copies of the trained network for evaluation (plasticity off).
 
     One ``run`` of ``n_chunks * window_ms`` simulates ``n_chunks`` chunks back to back: at each
@@ -521,6 +583,9 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     sets every state variable to its start value (``start``: the steady state, see
     :func:`steady_state`; rest until then), and loads the next chunk's mossy-fibre rates and
     noise slots. Spike trains are recorded (``SpikeMonitor``) only for the populations in ``record``.
+    ``reference``: the network as it was built before the engine's own integration step and
+    compiled MLI-PC projection (Brian2's ``exponential_euler`` and ``Synapses``), kept unchanged
+    as the fixed speed reference of ``cereb bench spiking`` and as the numerical check of both.
     """
     from models.spiking.brian import get_brian2
 
@@ -539,16 +604,18 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     extra = {pop: counting for pop in COUNTED}
     resets = {pop: "; nspk += 1" for pop in ("grc", "goc", "mli")}
     resets["grc"] += "; scratch = pf_to_targets(i, n_grc_copy, n_pc_copy, n_mli_copy, w_pf_mli_v)"
+    if not reference:
+        resets["mli"] += "; scratch = mli_to_pc(i, n_mli_copy, n_pc_copy, g_mli_pc)"
     resets["pc"] = "; nspk += int(timestep(t - t_call, dt) % chunk_steps >= readout_steps)"
     mf = b2.NeuronGroup(conn.n_mf * copies, MF_EQS + "rate : Hz\nscratch : 1\n",
                         threshold="mf_uniform(noise_seed, slot, fibre, timestep(t - t_call, dt) % chunk_steps) < rate * dt",
                         reset="scratch = mf_to_grc(i, n_mf_copy, n_grc_copy)", clock=clock, namespace=dict(ns), name="mf")
     mf.fibre = np.tile(np.arange(conn.n_mf), copies)
-    groups = {"mf": mf, **_cells(b2, cfg, conn, copies, clock, ns, extra, resets)}
+    groups = {"mf": mf, **_cells(b2, cfg, conn, copies, clock, ns, extra, resets, reference=reference)}
     # MF input lands before a GrC reset of the same step, and PF input before a PC/MLI reset, as with Synapses
     mf.resetter["spike"].order = -2
     groups["grc"].resetter["spike"].order = -1
-    syn = _fixed_synapses(b2, groups, mf, conn, copies, clock, ns)
+    syn = _fixed_synapses(b2, groups, mf, conn, copies, clock, ns, mli_pc=reference)  # else the compiled mli_to_pc
     sizes = {"grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
     rate_table = np.zeros((max_chunks, copies * conn.n_mf))
     slot_table = np.zeros((max_chunks, copies), dtype=np.int32)
@@ -583,6 +650,12 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
         {"_pf_weff": pf_weff, "_pf_pcv": groups["pc"].variables["v"].get_value(), "_pfmli_ptr": mptr,
          "_pfmli_idx": midx, "_pf_mliv": groups["mli"].variables["v"].get_value()},
         {**ints("i", "n_grc", "n_pc", "n_mli"), "w_mli": "float"}, "float")
+    iptr, iidx, iw = _csr(conn.mli_pc_i, conn.mli_pc_j, conn.n_mli, conn.mli_pc_w)
+    if not reference:
+        groups["mli"].namespace["mli_to_pc"] = _cython_function(
+            b2, "mli_to_pc", MLI_PC_CYTHON,
+            {"_mlipc_ptr": iptr, "_mlipc_idx": iidx, "_mlipc_w": iw, "_mlipc_g": groups["pc"].variables["g_mli"].get_value()},
+            {**ints("i", "n_mli", "n_pc"), "g_unit": "float"}, "float")
     for pop, n in sizes.items():
         g = groups[pop]
         g.namespace[f"{pop}_row"] = copies * n
@@ -594,7 +667,7 @@ def build_inference_net(cfg: SpikingConfig, conn: Connectivity, weights: np.ndar
     recorders = {name: b2.SpikeMonitor(groups[name], name=f"spikes_{name}") for name in groups if name in record}
     net = b2.Network(*groups.values(), *syn, *recorders.values())
     inet = InferenceNet(net, groups, rate_table, slot_table, counts, pf_weff, w_csr, mf_grc_order, recorders, copies,
-                        max_chunks, window_ms, conn, cfg)
+                        max_chunks, window_ms, conn, cfg, iw, np.argsort(conn.mli_pc_i, kind="stable"))
     set_inference_weights(inet, weights)
     set_start_state(inet, start or initial_state(cfg, conn, 0))
     return inet
@@ -615,7 +688,10 @@ def set_mf_grc_weights(inet: InferenceNet, w_mv: np.ndarray) -> None:
 
 def set_mli_pc_weights(inet: InferenceNet, w: np.ndarray) -> None:
     """Load MLI-PC weights (``Connectivity.mli_pc_i`` order) into every copy without rebuilding."""
-    inet.net["mli_pc"].w_inh_[:] = np.tile(np.asarray(w, dtype=np.float64), inet.copies)
+    w = np.asarray(w, dtype=np.float64)
+    inet.mli_pc_w[:] = w[inet.mli_pc_order]
+    if any(obj.name == "mli_pc" for obj in inet.net.objects):  # the reference network
+        inet.net["mli_pc"].w_inh_[:] = np.tile(w, inet.copies)
 
 
 def set_start_state(inet: InferenceNet, state: dict) -> None:

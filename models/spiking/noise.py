@@ -19,13 +19,13 @@ _M2 = 0x94D049BB133111EB
 _MASK = (1 << 64) - 1
 
 CYTHON_CODE = """
-cdef inline unsigned long long _cereb_mix(unsigned long long z):
+cdef inline unsigned long long _cereb_mix(unsigned long long z) noexcept:
     z = z + 0x9E3779B97F4A7C15ULL
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
     return z ^ (z >> 31)
 
-cdef double mf_uniform(long long seed, long long slot, long long fibre, long long step):
+cdef double mf_uniform(long long seed, long long slot, long long fibre, long long step) noexcept:
     cdef unsigned long long h = _cereb_mix(<unsigned long long>seed)
     h = _cereb_mix(h ^ <unsigned long long>slot)
     h = _cereb_mix(h ^ <unsigned long long>fibre)
