@@ -4,8 +4,8 @@ Layout::
 
     <root>/<experiment>/<timestamp>_<confighash>_s<seed>/
         config.json    fully resolved configuration
-        meta.json      status (running|completed|failed), start, end, wall_s, argv, seed,
-                       config_hash, git commit and dirty flag, host, versions
+        meta.json      status (running|completed|failed|interrupted), start, end, wall_s, argv,
+                       seed, config_hash, git commit and dirty flag, host, pid, versions
         metrics.json   scalar results
         *.csv          tidy tables
         *.npz          checkpoints and arrays (never pickled)
@@ -13,7 +13,12 @@ Layout::
 
 A completed run with the same resolved configuration and seed is reused unless
 ``force=True``. An exception inside :func:`open_run` marks the run ``failed`` and is re-raised;
-other run folders are never touched.
+other run folders are never touched. A new run first takes an atomic claim on its configuration
+and seed (``.claim_<hash>_s<seed>`` beside the runs, with a heartbeat), so two workers given the
+same job never both compute it: the second waits and reuses the first one's result. A run whose
+process died (SIGKILL, a lost node) stays ``running`` on disk until the next attempt at it, or
+:func:`mark_interrupted_runs`, marks it ``interrupted`` (by pid on the same host, by the age of
+its heartbeat on another).
 """
 from __future__ import annotations
 
@@ -241,6 +246,133 @@ def load_run(path: str | Path) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- claims and liveness
+HEARTBEAT_S = 30.0      # a running run touches its claim file this often
+STALE_AFTER_S = 600.0   # a claim from another host not touched for this long belongs to a dead process
+POLL_S = 2.0            # how often a worker waiting for another one's claim looks again
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def holder_alive(info: Mapping[str, Any], touched: float | None = None) -> bool:
+    """Whether the process recorded in ``info`` (``host``, ``pid``) still runs: by pid on this host,
+    by the heartbeat (``touched``: when its claim file was last touched) on another."""
+    if info.get("host") == socket.gethostname() and info.get("pid"):
+        return _pid_alive(int(info["pid"]))
+    return touched is not None and time.time() - touched < STALE_AFTER_S
+
+
+def mark_interrupted(path: str | Path) -> bool:
+    """Mark the run folder ``path`` ``interrupted`` if its meta says ``running`` but the process that
+    wrote it is gone (see :func:`holder_alive`; the heartbeat is its claim file, else its meta.json).
+    Returns whether it was marked. Nothing else in the folder changes."""
+    path = Path(path)
+    mfile = path / "meta.json"
+    try:
+        meta = json.loads(mfile.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if meta.get("status") != "running":
+        return False
+    claim = path.parent / f".claim_{path.name.split('_', 1)[1]}"
+    try:
+        touched = claim.stat().st_mtime if json.loads(claim.read_text()).get("run") == path.name else None
+    except (OSError, json.JSONDecodeError):
+        touched = None
+    if touched is None:
+        try:
+            touched = mfile.stat().st_mtime
+        except OSError:
+            touched = None
+    if holder_alive(meta, touched):
+        return False
+    meta.update(status="interrupted",
+                error=f"interrupted: process {meta.get('pid')} on {meta.get('host')} ended without finishing")
+    write_json(mfile, meta)
+    log.warning("marked %s interrupted (its process is gone)", path)
+    return True
+
+
+def mark_interrupted_runs(root: str | Path) -> list[Path]:
+    """Mark every run under ``root`` left ``running`` by a dead process ``interrupted``."""
+    return [p for p in find_runs(root) if mark_interrupted(p)]
+
+
+class _Claim:
+    """An atomic claim on one (configuration, seed) of an experiment: the file
+    ``.claim_<hash>_s<seed>`` created with ``O_EXCL`` and touched every ``HEARTBEAT_S`` by a
+    background thread while the run is open, so that two workers never compute the same run."""
+
+    def __init__(self, exp_dir: Path, chash: str, seed: int):
+        self.path = exp_dir / f".claim_{chash}_s{seed}"
+        self._stop = None
+
+    def try_acquire(self, run_name: str) -> bool:
+        info = {"host": socket.gethostname(), "pid": os.getpid(), "run": run_name, "since": time.time()}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        return True
+
+    def holder(self) -> tuple[dict | None, float | None]:
+        try:
+            return json.loads(self.path.read_text()), self.path.stat().st_mtime
+        except (OSError, json.JSONDecodeError):
+            return None, None
+
+    def break_if_stale(self) -> bool:
+        """Remove the claim if its holder is dead (marking the holder's run ``interrupted``)."""
+        info, touched = self.holder()
+        if info is None:
+            return True  # gone already (or being written: the next try decides)
+        if holder_alive(info, touched):
+            return False
+        if info.get("run"):
+            mark_interrupted(self.path.parent / info["run"])
+        stale = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+        try:
+            os.replace(self.path, stale)
+            stale.unlink()
+        except OSError:
+            pass
+        return True
+
+    def start_heartbeat(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+
+        def beat(stop=self._stop, path=self.path):
+            while not stop.wait(HEARTBEAT_S):
+                try:
+                    os.utime(path)
+                except OSError:
+                    return
+
+        threading.Thread(target=beat, name=f"heartbeat {self.path.name}", daemon=True).start()
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
 def _find_completed(exp_dir: Path, chash: str, seed: int, config: dict) -> Path | None:
     if not exp_dir.is_dir():
         return None
@@ -273,27 +405,45 @@ def open_run(
     config = json.loads(json.dumps(dict(config), default=_jsonable))
     chash = config_hash(config)
     exp_dir = Path(root) / experiment
-    if not force:
-        existing = _find_completed(exp_dir, chash, seed, config)
-        if existing is not None:
-            log.info("reusing completed run %s", existing)
-            run = Run(existing, experiment, config, seed, chash, reused=True)
-            mfile = existing / "metrics.json"
-            run.metrics = json.loads(mfile.read_text()) if mfile.exists() else {}
-            yield run
-            return
-
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     exp_dir.mkdir(parents=True, exist_ok=True)
-    path = exp_dir / f"{stamp}_{chash}_s{seed}"
-    n = 1
+    claim = _Claim(exp_dir, chash, seed)
+    waited = False
     while True:
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
+        if not force:
+            existing = _find_completed(exp_dir, chash, seed, config)
+            if existing is not None:
+                log.info("reusing completed run %s", existing)
+                run = Run(existing, experiment, config, seed, chash, reused=True)
+                mfile = existing / "metrics.json"
+                run.metrics = json.loads(mfile.read_text()) if mfile.exists() else {}
+                yield run
+                return
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = exp_dir / f"{stamp}_{chash}_s{seed}"
+        n = 1
+        while path.exists():
             path = exp_dir / f"{stamp}-{n}_{chash}_s{seed}"
             n += 1
+        if claim.try_acquire(path.name):
+            break
+        if claim.break_if_stale():
+            continue
+        if not waited:  # another live worker computes this very run: wait for it, then reuse it
+            holder, _ = claim.holder()
+            log.info("waiting for %s (pid %s on %s), which computes the same run", (holder or {}).get("run"),
+                     (holder or {}).get("pid"), (holder or {}).get("host"))
+            waited = True
+        force = False  # what the other worker finishes is as fresh as a forced recomputation
+        time.sleep(POLL_S)
+    try:
+        # earlier attempts at this run whose process died are marked, not left 'running'
+        for old in exp_dir.glob(f"*_{chash}_s{seed}"):
+            mark_interrupted(old)
+        path.mkdir()
+    except BaseException:
+        claim.release()
+        raise
+    claim.start_heartbeat()
     started = time.time()
     meta = {
         "status": "running",
@@ -305,29 +455,33 @@ def open_run(
         "seed": seed,
         "config_hash": chash,
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "platform": platform.platform(),
         "versions": versions(),
         **git_state(),
     }
-    write_json(path / "config.json", config)
-    write_json(path / "meta.json", meta)
-    run = Run(path, experiment, config, seed, chash)
     try:
-        yield run
-    except BaseException as exc:
+        write_json(path / "config.json", config)
+        write_json(path / "meta.json", meta)
+        run = Run(path, experiment, config, seed, chash)
+        try:
+            yield run
+        except BaseException as exc:
+            meta.update(
+                status="failed",
+                end=_dt.datetime.now().isoformat(timespec="seconds"),
+                wall_s=round(time.time() - started, 3),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            write_json(path / "meta.json", meta)
+            raise
         meta.update(
-            status="failed",
+            status="completed",
             end=_dt.datetime.now().isoformat(timespec="seconds"),
             wall_s=round(time.time() - started, 3),
-            error=f"{type(exc).__name__}: {exc}",
         )
+        if not (path / "metrics.json").exists():
+            write_json(path / "metrics.json", run.metrics)
         write_json(path / "meta.json", meta)
-        raise
-    meta.update(
-        status="completed",
-        end=_dt.datetime.now().isoformat(timespec="seconds"),
-        wall_s=round(time.time() - started, 3),
-    )
-    if not (path / "metrics.json").exists():
-        write_json(path / "metrics.json", run.metrics)
-    write_json(path / "meta.json", meta)
+    finally:
+        claim.release()

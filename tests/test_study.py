@@ -12,7 +12,7 @@ import pytest
 from core.paths import PROJECT_ROOT
 from core.runs import find_runs, load_npz, read_csv
 from scripts.cli import main
-from scripts.study import load_study
+from core.study import load_study
 
 # fast attack settings for tests (the defaults are the paper's and the strong evaluation's); FGSM is
 # off because on a tiny model a short PGD can legitimately be weaker than FGSM on an image or two,
@@ -349,3 +349,139 @@ def test_replication_evidence_tables_and_figures_come_from_the_committed_traces(
     (docs / "replication_traces.csv").write_text("x,y\n1,2\n")
     with pytest.raises(ValueError, match="not a replication trace table"):
         replication.read_traces(docs / "replication_traces.csv")
+
+
+# ----------------------------------------------------------------------------- executors and claims
+STUDY_COMPARED = ("label", "model_kind", "seed", "status", "test_accuracy", "clean_accuracy", "robust_acc_pgd_mse_eps0.1",
+                  "robust_acc_strong_eps0.1", "strong_eps_at_target", "robust_acc_worst_eps0.1", "checks_passed")
+
+
+def test_dask_local_cluster_gives_the_local_executors_study(tmp_path):
+    """A 4-job study on a 2-worker LocalCluster writes the same study.csv as the local process pool
+    (every number; paths and wall times aside), and records its executor."""
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    res = cereb("study", "-q", str(f), "--jobs", "2", "--out", str(local))
+    assert res.returncode == 0, res.stderr
+    res = cereb("study", "-q", str(f), "--executor", "dask", "--jobs", "2", "--out", str(dask))
+    assert res.returncode == 0, res.stderr
+    (a,), (b,) = find_runs(local, "study-tiny"), find_runs(dask, "study-tiny")
+    rows_a, rows_b = read_csv(a / "study.csv"), read_csv(b / "study.csv")
+    assert len(rows_a) == len(rows_b) == 4
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: ra[k] for k in STUDY_COMPARED} == {k: rb[k] for k in STUDY_COMPARED}
+        assert Path(rb["train_run"]).is_relative_to(dask)
+    assert json.loads((b / "metrics.json").read_text())["executor"] == "dask"
+    assert len(find_runs(dask, "rate")) == 4 and len(find_runs(dask, "attack-rate")) == 4
+
+
+def test_scheduler_needs_the_dask_executor(tmp_path, capsys):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    assert main(["study", "-q", str(f), "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path)]) == 2
+    assert "--scheduler needs --executor dask" in one_line_error(capsys.readouterr().err)
+
+
+def test_killed_study_is_marked_interrupted_then_redone_and_finished_runs_reused(tmp_path):
+    """SIGKILL leaves a run 'running' (no handler can run); the rerun marks it 'interrupted' (its
+    pid is gone), redoes it, and reuses every run that had finished."""
+    import os
+    import signal
+    import time
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY.replace("strong_steps: 8", "strong_steps: 400"))  # slow enough to be caught mid-attack
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "study", "-q", str(f), "--jobs", "1", "--out", str(out)],
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not find_runs(out, "attack-rate"):
+        time.sleep(0.1)
+    assert find_runs(out, "attack-rate"), "no attack started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    status = lambda p: json.loads((p / "meta.json").read_text())["status"]  # noqa: E731
+    (victim,) = find_runs(out, "attack-rate")
+    assert status(victim) == "running"
+    finished = [p for p in find_runs(out, "rate") if status(p) == "completed"]
+    assert finished  # the training run of the first job
+    res = cereb("study", "-q", str(f), "--jobs", "1", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((victim / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and str(meta["pid"]) in meta["error"]
+    assert all(status(p) == "completed" for p in finished)
+    (srun,) = [p for p in find_runs(out, "study-tiny") if status(p) == "completed"]
+    rows = read_csv(srun / "study.csv")
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    redone = [r for r in rows if Path(r["attack_run"]).name.split("_", 1)[1] == victim.name.split("_", 1)[1]]
+    assert len(redone) == 1 and str(redone[0]["train_reused"]) == "True" and str(redone[0]["attack_reused"]) == "False"
+    assert Path(redone[0]["attack_run"]) != victim
+    assert {str(p) for p in finished} <= {r["train_run"] for r in rows}  # reused, not retrained
+    assert not list(out.rglob(".claim_*"))  # every claim released
+
+
+def test_two_workers_racing_for_one_run_compute_it_once(tmp_path):
+    """Two processes open the same run at once: one computes it, the other waits for it and
+    reuses it; a claim whose holder is dead is broken and its run marked interrupted."""
+    import os
+    import socket
+    import textwrap
+
+    from core.runs import open_run
+
+    script = textwrap.dedent(f"""
+        import sys, time
+        from core import runs
+        runs.POLL_S = 0.05
+        with runs.open_run("race", {{"x": 1}}, 0, root={str(tmp_path)!r}) as run:
+            if not run.reused:
+                time.sleep(1.5)
+                run.log_metrics(who=sys.argv[1])
+            print(run.path, run.reused, run.metrics["who"])
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    lines = [o[0].split() for o in outs]
+    assert lines[0][0] == lines[1][0] and lines[0][2] == lines[1][2]  # one run, computed by one of them
+    assert sorted(line[1] for line in lines) == ["False", "True"]
+    assert len(find_runs(tmp_path, "race")) == 1
+    # a stale claim (a pid that no longer exists on this host) does not block the next worker
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    stuck = tmp_path / "race" / "20000101-000000_deadbeef00_s0"
+    stuck.mkdir()
+    (stuck / "meta.json").write_text(json.dumps({"status": "running", "pid": pid, "host": socket.gethostname()}))
+    with open_run("race", {"x": 2}, 0, root=tmp_path) as run:
+        chash = run.path.name.split("_")[1]
+    claim = tmp_path / "race" / f".claim_{chash}_s0"
+    claim.write_text(json.dumps({"host": socket.gethostname(), "pid": pid, "run": stuck.name}))
+    stuck.rename(stuck.with_name(f"20000101-000000_{chash}_s0"))
+    stuck = stuck.with_name(f"20000101-000000_{chash}_s0")
+    with open_run("race", {"x": 2}, 0, root=tmp_path, force=True) as run:
+        assert not run.reused and run.path != stuck
+    assert json.loads((stuck / "meta.json").read_text())["status"] == "interrupted"
+    assert not claim.exists() and os.getpid() > 0
+
+
+def test_documented_slurm_config_builds_a_worker_job_script():
+    """docs/jobqueue.yaml, as docs/cluster.md tells a user to install it, gives dask-jobqueue a
+    SLURM job script for one 2-core worker running this project's environment (no SLURM needed)."""
+    import dask
+    import yaml
+    from dask_jobqueue import SLURMCluster
+
+    conf = yaml.safe_load((PROJECT_ROOT / "docs" / "jobqueue.yaml").read_text())
+    # merged over dask-jobqueue's defaults, as Dask merges a user's configuration file
+    with dask.config.set({f"jobqueue.slurm.{k}": v for k, v in conf["jobqueue"]["slurm"].items()}):
+        cluster = SLURMCluster(scheduler_options={"dashboard_address": None})
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+    assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH -t 04:00:00" in script and "#SBATCH -J cereb-worker" in script
+    assert "source ~/cereb/.venv/bin/activate" in script and "--nthreads 2" in script
+    assert script.index("source ~/cereb/.venv/bin/activate") < script.index("distributed.cli.dask_worker")

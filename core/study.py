@@ -1,0 +1,375 @@
+"""Studies: a grid of configurations, each trained and attacked, run by an executor, resumably.
+
+The study file format is described in :mod:`scripts.study` (``cereb study --help``).
+:func:`load_study` expands a file into jobs, :func:`run_job` trains and attacks one job (in any
+process: a worker of the local pool, a Dask worker, or a cluster array task via ``--job``), and
+:func:`run_study` runs them all with the ``local`` process pool (the default) or on
+``dask.distributed`` (a ``LocalCluster`` of ``jobs`` workers, or the scheduler at an address),
+every worker writing its run folders under one shared ``out``. Completed runs are reused, two
+workers given the same job never both compute it (:mod:`core.runs` claims), and runs left
+``running`` by a dead process are marked ``interrupted`` before they are redone.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.errors import CerebError, ConfigError
+
+EXECUTORS = ("local", "dask")
+
+log = logging.getLogger("cereb.study")
+
+TOP_KEYS = {"name", "description", "model_kind", "seeds", "base", "grid", "variants", "attack", "spiking_attack",
+            "train_experiment", "attack_experiment"}
+STUDY_COLUMNS = ["label", "model_kind", "seed", "status", "train_run", "test_accuracy", "attack_run",
+                 "clean_accuracy", "robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1",
+                 "strong_eps_at_target", "robust_acc_worst_eps0.1", "checks_passed", "evidence", "train_reused", "attack_reused",
+                 "wall_s", "error"]
+
+
+# ----------------------------------------------------------------------------- study files
+def unflatten(d: Mapping) -> dict:
+    """``{"model.width": 5, "task": {"name": "x"}}`` -> ``{"model": {"width": 5}, "task": {"name": "x"}}``."""
+    from core.config import merge_overrides
+
+    out: dict = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            value = unflatten(value)
+        node: Any = value
+        for part in reversed(str(key).split(".")):
+            node = {part: node}
+        out = merge_overrides(out, node)
+    return out
+
+
+def _label(point: Mapping) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+
+
+def load_study(path: str | Path, data_dir: str | None = None) -> dict:
+    """Read and expand a study file: ``{"name", "description", "jobs": [...], "attack": {...} | None}``.
+
+    Every job is ``{"label", "model_kind", "seed", "overrides"}``; every configuration is resolved
+    (so an unknown key fails here, before anything runs).
+    """
+    from core.config import flatten, load_overrides, merge_overrides, resolve
+    from scripts.train import experiment_config_class
+
+    path = Path(path)
+    spec = load_overrides(path)
+    unknown = sorted(set(spec) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"study file {path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(TOP_KEYS))})")
+    name = str(spec.get("name") or path.stem)
+    default_kind = spec.get("model_kind", "rate")
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"study file {path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    base = unflatten(spec.get("base") or {})
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, Mapping) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"study file {path}: grid must map keys to non-empty lists")
+    variants = spec.get("variants") or [{}]
+    if not isinstance(variants, list) or not all(isinstance(v, Mapping) for v in variants):
+        raise ConfigError(f"study file {path}: variants must be a list of mappings")
+    attack = spec.get("attack", {})
+    if attack is False or attack is None:
+        attack = None
+    elif not isinstance(attack, Mapping):
+        raise ConfigError(f"study file {path}: attack must be a mapping of attack.* overrides, or false")
+    else:
+        from scripts.attack import resolve_attack_config
+
+        resolve_attack_config({"attack": dict(attack)})  # validate now
+
+    spiking_attack = spec.get("spiking_attack", {})
+    if spiking_attack is False or spiking_attack is None:
+        spiking_attack = None
+    elif not isinstance(spiking_attack, Mapping):
+        raise ConfigError(f"study file {path}: spiking_attack must be a mapping of attack.*/surrogate.*/engine.* "
+                          "overrides, or false")
+    else:
+        from attacks.spiking import SpikingAttackExperiment
+        from core.config import resolve as _resolve
+
+        spiking_attack = unflatten(spiking_attack)
+        try:
+            _resolve(SpikingAttackExperiment, spiking_attack)  # validate now
+        except ValueError as exc:
+            raise ConfigError(f"study file {path}: spiking_attack: {exc}") from None
+
+    keys = list(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))] or [{}]
+    jobs = []
+    for variant in variants:
+        variant = dict(variant)
+        vlabel = variant.pop("label", None)
+        kind = variant.pop("model_kind", default_kind)
+        vseeds = variant.pop("seeds", seeds)
+        if not isinstance(vseeds, list) or not vseeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                 for s in vseeds):
+            raise ConfigError(f"study file {path}: a variant's seeds must be a non-empty list of integers, "
+                              f"got {vseeds!r}")
+        for point in points:
+            overrides = merge_overrides(base, unflatten(point), unflatten(variant))
+            if data_dir and not overrides.get("task", {}).get("data_dir"):
+                overrides = merge_overrides(overrides, {"task": {"data_dir": data_dir}})
+            try:
+                resolve(experiment_config_class(kind), overrides)
+            except CerebError as exc:
+                raise ConfigError(f"study file {path}, variant {vlabel or _label(point) or kind}: {exc}") from None
+            label = " ".join(p for p in (vlabel or _label(flatten(unflatten(variant))), _label(point)) if p) or kind
+            for seed in vseeds:
+                jobs.append({"label": label, "model_kind": kind, "seed": seed, "overrides": overrides})
+    return {"name": name, "description": spec.get("description", ""), "jobs": jobs, "attack": attack,
+            "spiking_attack": spiking_attack,
+            "train_experiment": spec.get("train_experiment"), "attack_experiment": spec.get("attack_experiment")}
+
+
+def check_tasks(study: dict) -> None:
+    """Load each distinct task of the study once, so bad data fails before any job starts."""
+    import json
+
+    from core.config import resolve
+    from tasks import TaskConfig, load_task
+
+    seen = set()
+    for job in study["jobs"]:
+        task = job["overrides"].get("task", {})
+        key = json.dumps(task, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            load_task(resolve(TaskConfig, task))
+
+
+def job_cost(job: Mapping) -> float:
+    """Rough relative cost, to start the most expensive jobs first."""
+    model = job["overrides"].get("model", {})
+    if job["model_kind"] == "spiking":
+        return 1e12 + float(model.get("width", 2000))
+    if job["model_kind"] != "rate":
+        return 784 * 50
+    width = float(model.get("width", 5000))
+    if model.get("granule", "fc") == "fc":
+        return width * 784
+    return width * max(float(model.get("k", 4)), 50.0)
+
+
+# ----------------------------------------------------------------------------- one job
+def train_job(kind: str, overrides: dict, seed: int, *, out: str, force: bool, experiment: str | None = None,
+              progress: bool = False):
+    """Train (or reuse) one configuration, exactly as ``cereb train`` would; returns the Run."""
+    from core.config import resolve, to_dict
+    from core.runs import open_run
+    from models.registry import model_module
+    from scripts.train import experiment_config_class
+    from tasks import load_task
+
+    cfg = resolve(experiment_config_class(kind), overrides)
+    ds = load_task(cfg.task)
+    config = {"model_kind": kind, **to_dict(cfg)}
+    with open_run(experiment or kind, config, seed, root=out, force=force) as run:
+        if not run.reused:
+            metrics = model_module(kind).fit(kind, ds, cfg.model, cfg.train, seed, run, progress=progress)
+            run.log_metrics(**metrics)
+    return run
+
+
+def _terminate(signum, frame):
+    raise SystemExit(f"terminated by signal {signum}")
+
+
+def run_job(job: dict) -> dict:
+    """Train and attack one job (called in a worker process); never raises."""
+    started = time.time()
+    threads = job.get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if job.get("worker"):
+        logging.basicConfig(level=logging.WARNING, force=True)
+        # a terminated worker marks its open run 'failed' (open_run sees the exception) instead of
+        # leaving it 'running' forever (a Dask task runs in a worker thread: no handler there)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+    summary = {"label": job["label"], "model_kind": job["model_kind"], "seed": job["seed"], "status": "ok", "error": ""}
+    try:
+        run = train_job(job["model_kind"], job["overrides"], job["seed"], out=job["out"], force=job["force"],
+                        experiment=job.get("train_experiment"))
+        summary.update(train_run=str(run.path), test_accuracy=run.metrics.get("test_accuracy"), train_reused=run.reused)
+        if job["model_kind"] == "spiking" and job.get("spiking_attack") is not None:
+            from attacks.spiking import SpikingAttackExperiment
+            from core.config import resolve
+            from scripts.attack import spiking_attack_run
+
+            exp = resolve(SpikingAttackExperiment, job["spiking_attack"])
+            arun = spiking_attack_run(run.path, exp, seed=job["seed"], out=job["out"], force=job["force"],
+                                      experiment=job.get("attack_experiment"))
+            m = arun.metrics
+            summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
+                           checks_passed=m.get("checks_passed"))
+            summary["robust_acc_worst_eps0.1"] = m.get("robust_acc_worst_eps0.1")
+        elif job["model_kind"] != "spiking" and job.get("attack") is not None:
+            from scripts.attack import attack_run, resolve_attack_config
+
+            cfg = resolve_attack_config({"attack": job["attack"]})
+            arun = attack_run(run.path, cfg, seed=job["seed"], out=job["out"], force=job["force"],
+                              experiment=job.get("attack_experiment"))
+            m = arun.metrics
+            summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
+                           checks_passed=m.get("checks_passed"), evidence=m.get("evidence"),
+                           strong_eps_at_target=m.get("strong_eps_at_target"))
+            for key in ("robust_acc_pgd_mse_eps0.1", "robust_acc_strong_eps0.1", "robust_acc_worst_eps0.1"):
+                summary[key] = m.get(key)
+    except BaseException as exc:  # a failed job must not stop the others
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        logging.getLogger("cereb.study").debug("job failed:\n%s", traceback.format_exc())
+    summary["wall_s"] = round(time.time() - started, 3)
+    return summary
+
+
+# ----------------------------------------------------------------------------- the command
+def _run_local(todo: list[dict], jobs: int, done) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    if jobs == 1:
+        for job in todo:
+            done(run_job(job))
+        return
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(run_job, job) for job in todo]
+        for fut in as_completed(futures):
+            done(fut.result())
+    except BaseException:
+        # stop the workers too (each marks its open run 'failed'), without waiting for them
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_dask(todo: list[dict], jobs: int, scheduler: str | None, done) -> None:
+    """The jobs as Dask tasks: on the scheduler at ``scheduler``, or on a ``LocalCluster`` of
+    ``jobs`` single-threaded worker processes. Every task returns its summary."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:  # pragma: no cover - a pinned dependency
+        raise CerebError(f"--executor dask needs dask.distributed ({exc})") from None
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="30s")
+            except (OSError, TimeoutError) as exc:
+                raise CerebError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.WARNING)
+            client = Client(cluster)
+        with client:
+            futures = [client.submit(run_job, job, key=f"cereb-job-{i}-{job['label']}-s{job['seed']}", pure=False)
+                       for i, job in enumerate(todo)]
+            try:
+                for fut in as_completed(futures):
+                    done(fut.result())
+            except BaseException:
+                client.cancel(futures)
+                raise
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool = True, argv: list[str] | None = None,
+              executor: str = "local", scheduler: str | None = None):
+    """Run every job of ``study`` (from :func:`load_study`); returns ``(study_run, summaries)``.
+
+    ``executor``: ``local`` (a process pool of ``jobs`` workers) or ``dask`` (see :func:`_run_dask`).
+    Both give the same summaries; runs left ``running`` under ``out`` by a dead process are
+    marked ``interrupted`` first, and redone.
+    """
+    from tqdm.auto import tqdm
+
+    from core.runs import mark_interrupted_runs, open_run
+
+    if jobs < 1:
+        raise CerebError(f"--jobs must be >= 1, got {jobs}")
+    if executor not in EXECUTORS:
+        raise CerebError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler and executor != "dask":
+        raise CerebError("--scheduler needs --executor dask")
+    marked = mark_interrupted_runs(out)
+    if marked:
+        log.warning("%d run(s) left 'running' by a dead process marked interrupted; they are redone", len(marked))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    todo = sorted(
+        ({**job, "out": out, "force": force, "attack": study["attack"], "spiking_attack": study.get("spiking_attack"),
+          "threads": threads, "worker": jobs > 1 or executor == "dask",
+          "train_experiment": study["train_experiment"], "attack_experiment": study["attack_experiment"]}
+         for job in study["jobs"]),
+        key=job_cost, reverse=True,
+    )
+    config = {"name": study["name"], "description": study["description"], "attack": study["attack"],
+              "spiking_attack": study.get("spiking_attack"),
+              "jobs": [{k: j[k] for k in ("label", "model_kind", "seed", "overrides")} for j in study["jobs"]]}
+    summaries: list[dict] = []
+    with open_run(f"study-{study['name']}", config, 0, root=out, force=force, argv=argv) as srun:
+        if srun.reused:
+            from core.runs import read_csv
+
+            return srun, read_csv(srun.path / "study.csv")
+        started = time.time()
+        bar = tqdm(total=len(todo), desc=f"study {study['name']}", unit="run", disable=not progress)
+
+        def done(summary: dict) -> None:
+            summaries.append(summary)
+            bar.update(1)
+            state = "reused" if summary.get("train_reused") and summary.get("attack_reused", True) else summary["status"]
+            acc = summary.get("test_accuracy")
+            msg = f"{summary['label']} seed {summary['seed']}: {state}"
+            if acc is not None:
+                msg += f", test acc {acc:.4f}"
+            if summary["status"] != "ok":
+                msg += f" ({summary['error']})"
+            if progress:
+                bar.write(msg)
+            else:
+                log.info(msg)
+            srun.write_csv("study.csv", summaries, STUDY_COLUMNS)
+
+        previous = signal.signal(signal.SIGTERM, _terminate)  # so that this run is marked 'failed'
+        try:
+            if executor == "dask":
+                _run_dask(todo, jobs, scheduler, done)
+            else:
+                _run_local(todo, jobs, done)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        bar.close()
+        order = {(j["label"], j["seed"]): i for i, j in enumerate(study["jobs"])}
+        summaries.sort(key=lambda s: order.get((s["label"], s["seed"]), 0))
+        srun.write_csv("study.csv", summaries, STUDY_COLUMNS)
+        n_failed = sum(s["status"] != "ok" for s in summaries)
+        srun.log_metrics(n_jobs=len(summaries), n_failed=n_failed, jobs=jobs, executor=executor,
+                         study_wall_s=round(time.time() - started, 3),
+                         n_checks_failed=sum(s.get("checks_passed") is False for s in summaries))
+        if n_failed:
+            raise CerebError(f"{n_failed} of {len(summaries)} jobs failed (see {srun.path / 'study.csv'})")
+    return srun, summaries
+
+
