@@ -135,8 +135,9 @@ def zero_gradient_fraction(fmodel: Any, x: np.ndarray, y: np.ndarray, loss: str 
         yb = np.asarray(y[lo:lo + batch_size], dtype=np.int64)
         import torch
 
-        inputs = ep.astensor(torch.as_tensor(xb))
-        labels = ep.astensor(torch.as_tensor(yb))
+        device = getattr(fmodel, "device", "cpu")
+        inputs = ep.astensor(torch.as_tensor(xb).to(device))
+        labels = ep.astensor(torch.as_tensor(yb).to(device))
         loss_fn = atk.get_loss_fn(fmodel, labels)
         _, grad = ep.value_and_grad(loss_fn, inputs)
         g = grad.numpy().reshape(len(xb), -1)

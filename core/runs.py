@@ -396,12 +396,15 @@ def open_run(
     root: str | Path = "results",
     argv: list[str] | None = None,
     force: bool = False,
+    meta: Mapping[str, Any] | None = None,
 ) -> Iterator[Run]:
     """Create (or reuse) the run folder for ``config`` and ``seed``.
 
     Yields a :class:`Run`; when ``run.reused`` is true a completed run with the same resolved
-    configuration and seed exists and nothing should be recomputed.
+    configuration and seed exists and nothing should be recomputed. ``meta``: extra provenance for
+    ``meta.json`` that is not part of the configuration (e.g. the device), so not of its hash.
     """
+    extra_meta = dict(meta or {})
     config = json.loads(json.dumps(dict(config), default=_jsonable))
     chash = config_hash(config)
     exp_dir = Path(root) / experiment
@@ -446,6 +449,7 @@ def open_run(
     claim.start_heartbeat()
     started = time.time()
     meta = {
+        **extra_meta,
         "status": "running",
         "experiment": experiment,
         "start": _dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),

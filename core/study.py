@@ -62,6 +62,7 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
     (so an unknown key fails here, before anything runs).
     """
     from core.config import flatten, load_overrides, merge_overrides, resolve
+    from core.device import pop_device
     from scripts.train import experiment_config_class
 
     path = Path(path)
@@ -124,7 +125,10 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
             if data_dir and not overrides.get("task", {}).get("data_dir"):
                 overrides = merge_overrides(overrides, {"task": {"data_dir": data_dir}})
             try:
-                resolve(experiment_config_class(kind), overrides)
+                rest, device = pop_device(overrides)
+                if device.strip().lower() not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+                    raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+                resolve(experiment_config_class(kind), rest)
             except CerebError as exc:
                 raise ConfigError(f"study file {path}, variant {vlabel or _label(point) or kind}: {exc}") from None
             label = " ".join(p for p in (vlabel or _label(flatten(unflatten(variant))), _label(point)) if p) or kind
@@ -169,17 +173,22 @@ def train_job(kind: str, overrides: dict, seed: int, *, out: str, force: bool, e
               progress: bool = False):
     """Train (or reuse) one configuration, exactly as ``cereb train`` would; returns the Run."""
     from core.config import resolve, to_dict
+    from core.device import device_meta, pop_device, resolve_device
     from core.runs import open_run
     from models.registry import model_module
-    from scripts.train import experiment_config_class
+    from scripts.train import TORCH_MODELS, experiment_config_class
     from tasks import load_task
 
+    overrides, device_spec = pop_device(overrides)
+    device = resolve_device(device_spec)
     cfg = resolve(experiment_config_class(kind), overrides)
     ds = load_task(cfg.task)
     config = {"model_kind": kind, **to_dict(cfg)}
-    with open_run(experiment or kind, config, seed, root=out, force=force) as run:
+    used = device if kind in TORCH_MODELS else "cpu"
+    with open_run(experiment or kind, config, seed, root=out, force=force, meta=device_meta(device_spec, used)) as run:
         if not run.reused:
-            metrics = model_module(kind).fit(kind, ds, cfg.model, cfg.train, seed, run, progress=progress)
+            kw = {"device": device} if kind in TORCH_MODELS else {}
+            metrics = model_module(kind).fit(kind, ds, cfg.model, cfg.train, seed, run, progress=progress, **kw)
             run.log_metrics(**metrics)
     return run
 
@@ -203,6 +212,7 @@ def run_job(job: dict) -> dict:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _terminate)
     summary = {"label": job["label"], "model_kind": job["model_kind"], "seed": job["seed"], "status": "ok", "error": ""}
+    device = job["overrides"].get("device", "auto")
     try:
         run = train_job(job["model_kind"], job["overrides"], job["seed"], out=job["out"], force=job["force"],
                         experiment=job.get("train_experiment"))
@@ -214,7 +224,7 @@ def run_job(job: dict) -> dict:
 
             exp = resolve(SpikingAttackExperiment, job["spiking_attack"])
             arun = spiking_attack_run(run.path, exp, seed=job["seed"], out=job["out"], force=job["force"],
-                                      experiment=job.get("attack_experiment"))
+                                      experiment=job.get("attack_experiment"), device=device)
             m = arun.metrics
             summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
                            checks_passed=m.get("checks_passed"))
@@ -224,7 +234,7 @@ def run_job(job: dict) -> dict:
 
             cfg = resolve_attack_config({"attack": job["attack"]})
             arun = attack_run(run.path, cfg, seed=job["seed"], out=job["out"], force=job["force"],
-                              experiment=job.get("attack_experiment"))
+                              experiment=job.get("attack_experiment"), device=device)
             m = arun.metrics
             summary.update(attack_run=str(arun.path), attack_reused=arun.reused, clean_accuracy=m.get("clean_accuracy"),
                            checks_passed=m.get("checks_passed"), evidence=m.get("evidence"),

@@ -40,6 +40,7 @@ Registry interface (see :mod:`models.registry`): :func:`model_config`, :func:`tr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -429,11 +430,19 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
     model.eval()
     if isinstance(x, np.ndarray) and not x.flags.writeable:
         x = x.copy()
+    device = _device_of(model)
     x = torch.as_tensor(x, dtype=torch.float32)
     bs = batch_size or _chunk(getattr(getattr(model, "cfg", None), "width", 1000))
-    out = torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else torch.zeros(0, model.n_classes)
+    out = (torch.cat([model(x[i:i + bs].to(device)).cpu() for i in range(0, len(x), bs)]) if len(x)
+           else torch.zeros(0, model.n_classes))
     model.train(was_training)
     return out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def predict_labels(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
@@ -444,7 +453,7 @@ def predict_labels(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: i
 @torch.no_grad()
 def _granule_cache(model: RateModel, x: torch.Tensor) -> torch.Tensor:
     """Granule activity of every row of ``x`` as float16, (n_samples, width)."""
-    out = torch.empty(len(x), model.cfg.width, dtype=torch.float16)
+    out = torch.empty(len(x), model.cfg.width, dtype=torch.float16, device=x.device)
     bs = _chunk(model.cfg.width)
     for i in range(0, len(x), bs):
         out[i:i + bs] = model.granule(x[i:i + bs])
@@ -580,20 +589,23 @@ def _train_epochs_b1(model, features, y_tr, train_cfg, lr, gen_order, bar, curve
     return epochs_run
 
 
-def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool = False) -> dict:
+def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool = False, device: str = "cpu") -> dict:
     """Train model ``kind`` on ``dataset``; write ``checkpoint.npz`` and ``learning_curve.csv``.
 
     Returns metrics with ``train_accuracy``, ``test_accuracy``, ``epochs_run``, ``lr`` and
-    ``train_wall_s``. Every random choice (weights, connectivity, sample order) follows ``seed``.
+    ``train_wall_s``. Every random choice (weights, connectivity, sample order) follows ``seed``
+    (drawn on the CPU, so a GPU run starts from the same network). ``device``: the torch device of
+    the model and the data (see :mod:`core.device`); the compiled batch-size-1 loop runs on the
+    CPU only, so on a GPU batch size 1 takes the autograd loop.
     """
     from tqdm.auto import tqdm
 
     _check_kind(kind)
     started = time.time()
     gen_init, gen_order = _generators(seed)
-    model = build_model(kind, model_cfg, dataset.n_inputs, dataset.n_classes, gen_init)
-    x_tr, y_tr = torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
-    x_te, y_te = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    model = build_model(kind, model_cfg, dataset.n_inputs, dataset.n_classes, gen_init).to(device)
+    x_tr, y_tr = torch.from_numpy(dataset.x_train).to(device), torch.from_numpy(dataset.y_train).to(device)
+    x_te, y_te = torch.from_numpy(dataset.x_test).to(device), torch.from_numpy(dataset.y_test).to(device)
     targets = F.one_hot(y_tr, dataset.n_classes).float()
     n_classes = dataset.n_classes
 
@@ -635,7 +647,7 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
     steps_per_epoch = (n + bs - 1) // bs
     bar = tqdm(total=train_cfg.epochs * steps_per_epoch, desc=f"train {kind}", unit="step",
                disable=not progress, leave=False)
-    compiled = kind == "rate" and bs == 1 and _b1_kernel()
+    compiled = kind == "rate" and bs == 1 and torch.device(device).type == "cpu" and _b1_kernel()
     with _torch_threads(1):
         if compiled:
             features = (lambda idx: train_in[idx].float()) if cached else (lambda idx: model.granule(train_in[idx]))
@@ -650,7 +662,7 @@ def fit(kind: str, dataset, model_cfg, train_cfg, seed: int, run, progress: bool
     train_acc, train_loss = _score(step_fn, train_in, y_tr, n_classes, eval_bs)
     test_acc_exact = float((predict_labels(model, x_te) == dataset.y_test).mean())
     run.write_csv(CURVE, curve, ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "wall_s"])
-    save_checkpoint(run.path / CHECKPOINT, kind, model)
+    save_checkpoint(run.path / CHECKPOINT, kind, model.cpu())
     metrics = {
         "train_accuracy": train_acc,
         "train_loss": train_loss,

@@ -49,6 +49,9 @@ def resolve_attack_config(overrides: dict):
 
 
 def _args_overrides(args: argparse.Namespace) -> dict:
+    """The attack configuration's overrides; the top-level ``device`` goes to ``args.device``."""
+    from core.device import pop_device
+
     extra: dict = {"attack": {}}
     if args.n is not None:
         extra["attack"]["n"] = args.n
@@ -56,7 +59,8 @@ def _args_overrides(args: argparse.Namespace) -> dict:
         from core.config import parse_set
 
         extra["attack"]["eps"] = parse_set([f"eps={args.eps}"])["eps"]
-    return collect_overrides(args, extra)
+    overrides, args.device = pop_device(collect_overrides(args, extra))
+    return overrides
 
 
 def check_source_run(run_dir: str | Path) -> dict:
@@ -100,8 +104,11 @@ def auto_batch_size(model) -> int:
 
 def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Path = "results", force: bool = False,
                data_dir: str | None = None, experiment: str | None = None,
-               progress: Callable[[int], object] | None = None, argv: list[str] | None = None):
+               progress: Callable[[int], object] | None = None, argv: list[str] | None = None, device: str = "auto"):
     """Evaluate the trained model in ``run_dir`` under ``attack_cfg``; returns the attack :class:`~core.runs.Run`.
+
+    ``device``: the torch device of the model and the attacks (:mod:`core.device`; in ``meta.json``,
+    not in the configuration).
 
     ``progress`` (optional) is a callable ``(total) -> bar`` making an object with ``update()``,
     ``set_postfix_str()`` and ``close()`` (a tqdm bar), or None for no progress display.
@@ -111,10 +118,12 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
     from attacks.evaluate import ROBUSTNESS_COLUMNS
     from attacks.suite import TRACE_COLUMNS, plan_size, run_suite
     from core.config import config_hash, resolve, to_dict
+    from core.device import device_meta, resolve_device
     from core.runs import open_run
     from models.rate import load, predict_labels, predict_logits
     from tasks import TaskConfig, load_task
 
+    resolved = resolve_device(device)
     run_dir = Path(run_dir)
     info = check_source_run(run_dir)
     kind = info["config"]["model_kind"]
@@ -137,11 +146,13 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
         "source_config_hash": config_hash(info["config"]),
         "attack": to_dict(attack_cfg),
     }
-    with open_run(experiment or f"attack-{kind}", config, seed, root=out, force=force, argv=argv) as run:
+    with open_run(experiment or f"attack-{kind}", config, seed, root=out, force=force, argv=argv,
+                  meta=device_meta(device, resolved)) as run:
         if run.reused:
             return run
         started = time.time()
-        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device="cpu")
+        model = model.to(resolved)
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=resolved)
         predict = lambda arr: predict_labels(model, arr)  # noqa: E731
         bar = progress(plan_size(attack_cfg)) if progress else None
 
@@ -269,9 +280,10 @@ def _print_summary(run) -> None:
 
 def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Path = "results", force: bool = False,
                        data_dir: str | None = None, experiment: str | None = None, progress: bool = False,
-                       argv: list[str] | None = None):
+                       argv: list[str] | None = None, device: str = "auto"):
     """Attack the spiking network of ``run_dir`` (a :class:`~attacks.spiking.SpikingAttackExperiment`):
-    calibrate the surrogate and report its fidelity, run the suite, write the files, check."""
+    calibrate the surrogate and report its fidelity, run the suite, write the files, check.
+    Everything runs on the CPU (``meta.json`` says so); ``device`` is checked like elsewhere."""
     from dataclasses import replace
 
     from attacks.spiking import SPIKING_COLUMNS, SpikingBlackBox, run_spiking_suite
@@ -310,7 +322,13 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
     x, y = ds.x_test[:acfg.n].copy(), ds.y_test[:acfg.n].copy()
     config = {"model_kind": "spiking", "source_run": f"{run_dir.parent.name}/{run_dir.name}",
               "source_config_hash": config_hash(info["config"]), **to_dict(exp)}
-    with open_run(experiment or "attack-spiking", config, seed, root=out, force=force, argv=argv) as run:
+    from core.device import device_meta, resolve_device
+
+    # the spiking suite (engine, surrogate, decision-based attacks) runs on the CPU; a device=cuda
+    # request without a GPU still fails here, as everywhere
+    resolve_device(device)
+    with open_run(experiment or "attack-spiking", config, seed, root=out, force=force, argv=argv,
+                  meta=device_meta(device, "cpu")) as run:
         if run.reused:
             return run
         from models.spiking.engine import SpikingEngine
@@ -489,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CerebError(str(exc)) from None
         res = spiking_attack_run(args.run, exp, seed=args.seed, out=args.out, force=args.force, data_dir=args.data_dir,
-                                 experiment=args.experiment, progress=not quiet)
+                                 experiment=args.experiment, progress=not quiet, device=args.device)
         if res.reused:
             print(f"reusing completed run {res.path} (use --force to recompute)")
         print(f"run: {res.path}")
@@ -498,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_attack_config(_args_overrides(args))  # bad eps etc. fail before anything is loaded
     progress = None if quiet else (lambda total: tqdm(total=total, desc="attack", unit="cell"))
     res = attack_run(args.run, cfg, seed=args.seed, out=args.out, force=args.force, data_dir=args.data_dir,
-                     experiment=args.experiment, progress=progress)
+                     experiment=args.experiment, progress=progress, device=args.device)
     if res.reused:
         print(f"reusing completed run {res.path} (use --force to recompute)")
     print(f"run: {res.path}")

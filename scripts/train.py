@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", help="experiment folder under --out (default: the model kind)")
 
 
+TORCH_MODELS = ("rate", "mlp")  # the models that run on the torch device
+
+
 def experiment_config_class(kind: str):
     """The dataclass ``{task, model, train}`` for model ``kind``."""
     from models.registry import model_module
@@ -35,14 +38,18 @@ def experiment_config_class(kind: str):
 
 
 def resolve_config(args: argparse.Namespace):
+    """``(config, device)``: the resolved ``{task, model, train}`` and the requested ``device``
+    (a top-level key outside the configuration; see :mod:`core.device`)."""
     from core.config import resolve
+    from core.device import pop_device
 
     extra = {"task": {}}
     if args.task:
         extra["task"]["name"] = args.task
     if args.data_dir:
         extra["task"]["data_dir"] = args.data_dir
-    return resolve(experiment_config_class(args.model), collect_overrides(args, extra))
+    overrides, device = pop_device(collect_overrides(args, extra))
+    return resolve(experiment_config_class(args.model), overrides), device
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,15 +58,21 @@ def run(args: argparse.Namespace) -> int:
     from models.registry import model_module
     from tasks import load_task
 
-    cfg = resolve_config(args)
+    from core.device import device_meta, resolve_device
+
+    cfg, device_spec = resolve_config(args)
+    device = resolve_device(device_spec)  # device=cuda without a GPU fails here
     ds = load_task(cfg.task)  # bad data fails before a run folder is made
     config = {"model_kind": args.model, **to_dict(cfg)}
-    with open_run(args.experiment or args.model, config, args.seed, root=args.out, force=args.force) as run:
+    used = device if args.model in TORCH_MODELS else "cpu"  # the spiking network runs in Brian2 on the CPU
+    with open_run(args.experiment or args.model, config, args.seed, root=args.out, force=args.force,
+                  meta=device_meta(device_spec, used)) as run:
         if run.reused:
             print(f"reusing completed run {run.path} (use --force to recompute)")
         else:
+            kw = {"device": device} if args.model in TORCH_MODELS else {}
             metrics = model_module(args.model).fit(args.model, ds, cfg.model, cfg.train, args.seed, run,
-                                                   progress=not getattr(args, "quiet", False))
+                                                   progress=not getattr(args, "quiet", False), **kw)
             run.log_metrics(**metrics)
     m = run.metrics
     print(f"run: {run.path}")
