@@ -108,6 +108,59 @@ def test_fresh_noise_differs_between_calls(engine):
     np.testing.assert_array_equal(bb.scores(x), frozen)  # and frozen noise is still frozen afterwards
 
 
+# ============================================================================ EOT hybrid on a toy stochastic model
+class NoisyThreshold:
+    """A toy stochastic "spiking network" with the black box's interface: class scores
+    ``[0.5, x_0] + noise``. Frozen noise (slot 0) adds a fixed 0.06 to class 1, so the frozen
+    network is fooled at x_0 > 0.44; fresh noise is Gaussian (sd 0.05 per class), so an input is
+    fooled on most fresh trials only once x_0 > 0.5. Counts queries as SpikingBlackBox does."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.queries = 0
+
+    def scores(self, x, noise: str = "frozen"):
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        self.queries += len(x)
+        s = np.stack([np.full(len(x), 0.5), x[:, 0]], axis=1)
+        if noise == "frozen":
+            return s + np.array([0.0, 0.06])
+        return s + self.rng.normal(0, 0.05, s.shape)
+
+    def labels(self, x):
+        return self.scores(x).argmax(1)
+
+    def fresh_scores(self, x):
+        return self.scores(x, noise="fresh")
+
+
+def test_noise_averaged_hybrid_beats_the_frozen_hybrid_under_fresh_noise():
+    """Frozen-noise adversarials of the toy sit just past the frozen boundary and mostly fail on
+    fresh trials; the EOT hybrid keeps moving until most fresh trials fail, so its fresh-noise
+    success is higher, and it pays repeats x images queries per step."""
+    from attacks.spiking import EOTHybridPGD, fresh_votes
+
+    n, eps, steps, repeats = 40, 0.2, 20, 9
+    x = np.full((n, N_IN), 0.3, dtype=np.float32)
+    x[:, 0] = np.linspace(0.30, 0.34, n)  # class 0 under every noise
+    y = np.zeros(n, dtype=np.int64)
+    bb = NoisyThreshold()
+    assert np.all(bb.labels(x) == 0) and fresh_votes(bb, x, y, repeats)[0].mean() > 0.95
+    frozen = HybridPGD(bb.labels, loss="margin", steps=steps, abs_stepsize=0.01, random_start=False)
+    eot = EOTHybridPGD(bb, repeats, loss="margin", steps=steps, abs_stepsize=0.01, random_start=False)
+    adv_frozen = _run_attack(frozen, x, y, eps)
+    q0 = bb.queries
+    adv_eot = _run_attack(eot, x, y, eps)
+    assert eot.queries == bb.queries - q0 == steps * repeats * n  # every fresh trial of every step is charged
+    assert np.all(bb.labels(adv_frozen) == 1)  # the frozen hybrid fools the frozen network everywhere ...
+    fresh_ok_frozen, _ = fresh_votes(bb, adv_frozen, y, 25)
+    fresh_ok_eot, _ = fresh_votes(bb, adv_eot, y, 25)
+    # ... but mostly not under fresh noise; the noise-averaged attack does much better
+    assert (~fresh_ok_frozen).mean() < 0.3
+    assert (~fresh_ok_eot).mean() > (~fresh_ok_frozen).mean() + 0.4
+    assert np.abs(adv_eot - x).max() <= eps + 1e-6
+
+
 # ============================================================================ hybrid PGD
 class ThresholdSurrogate(torch.nn.Module):
     """Logits ``[0, 10 (x_0 - 0.5)]``: the margin loss of class 0 climbs along x_0 only."""

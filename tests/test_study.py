@@ -221,20 +221,30 @@ def test_study_runs_in_parallel_and_resumes(tmp_path):
     assert np.isclose(sorted(r["test_accuracy"] for r in rows2), sorted(r["test_accuracy"] for r in rows)).all()
 
 
-def test_terminated_study_leaves_no_run_marked_running(tmp_path):
-    import os
-    import signal
+def _study_caught_mid_attack(tmp_path, jobs: int):
+    """Start the tiny study (a slow strong attack) in its own process group; return once its
+    first attack run exists: ``(study file, results root, process)``."""
     import time
 
     f = tmp_path / "tiny.yaml"
     f.write_text(STUDY.replace("strong_steps: 8", "strong_steps: 400"))  # slow enough to be caught mid-attack
     out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "study", "-q", str(f), "--jobs", "2", "--out", str(out)],
-                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "study", "-q", str(f), "--jobs", str(jobs),
+                             "--out", str(out)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 180
     while time.time() < deadline and not find_runs(out, "attack-rate"):
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert find_runs(out, "attack-rate"), "no attack started"
+    return f, out, proc
+
+
+def test_terminated_study_leaves_no_run_marked_running(tmp_path):
+    import os
+    import signal
+    import time
+
+    f, out, proc = _study_caught_mid_attack(tmp_path, jobs=2)
     os.kill(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -388,18 +398,8 @@ def test_killed_study_is_marked_interrupted_then_redone_and_finished_runs_reused
     pid is gone), redoes it, and reuses every run that had finished."""
     import os
     import signal
-    import time
 
-    f = tmp_path / "tiny.yaml"
-    f.write_text(STUDY.replace("strong_steps: 8", "strong_steps: 400"))  # slow enough to be caught mid-attack
-    out = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.cli", "study", "-q", str(f), "--jobs", "1", "--out", str(out)],
-                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and not find_runs(out, "attack-rate"):
-        time.sleep(0.1)
-    assert find_runs(out, "attack-rate"), "no attack started"
+    f, out, proc = _study_caught_mid_attack(tmp_path, jobs=1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     status = lambda p: json.loads((p / "meta.json").read_text())["status"]  # noqa: E731
