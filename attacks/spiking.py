@@ -93,6 +93,12 @@ class SpikingAttackConfig:
         simulations per eps (two to three scorings per image and iteration).
     transfer_runs : rate / mlp run folders whose PGD examples are transferred (same task).
     decision : decision-based attacks; decision_n : images they attack (<= n);
+    decision_fresh : decision-based attacks (``<name>-fresh`` rows) run again on the noise-averaged
+        decision, the majority vote over ``fresh_repeats`` noise realisations (fixed ones, frozen
+        slots 1..R, so that the attack sees a deterministic function; a tied vote goes to the
+        higher mean score); ``max_queries`` counts decisions, each ``fresh_repeats`` charged
+        simulations; the rows are fresh-noise rows (L-inf: at the positive ``fresh_eps`` in ``eps``): the
+        examples are judged on new fresh trials;
     max_queries : hard per-image budget.
     fresh_repeats : fresh-noise re-evaluations of every adversarial example (majority decision).
     fresh_eps : the eps at which fresh-noise rows are written (0: the fresh-noise clean baseline).
@@ -117,6 +123,7 @@ class SpikingAttackConfig:
     square_repeats: int = 5
     transfer_runs: tuple[str, ...] = ()
     decision: tuple[str, ...] = ("hsja-l2", "hsja-linf")
+    decision_fresh: tuple[str, ...] = ("hsja-linf",)
     decision_n: int | None = None
     max_queries: int = 1000
     fresh_repeats: int = 5
@@ -131,7 +138,7 @@ class SpikingAttackConfig:
                 raise ValueError(f"attack.{name} must be >= 0, got {bad[0]}")
         for loss in self.losses:
             _check_loss(loss)
-        unknown = [d for d in self.decision if d not in DECISION_ATTACKS]
+        unknown = [d for d in (*self.decision, *self.decision_fresh) if d not in DECISION_ATTACKS]
         if unknown:
             raise ValueError(f"unknown decision-based attack {unknown[0]!r} (known: {', '.join(DECISION_ATTACKS)})")
         if self.pgd_steps < 1 or self.hybrid_steps < 1 or self.restarts < 1 or self.pgd_rel_stepsize <= 0:
@@ -219,11 +226,12 @@ class SpikingBlackBox:
         self.queries = 0
         self.wall_s = 0.0
 
-    def scores(self, x: np.ndarray, noise: str = "frozen") -> np.ndarray:
+    def scores(self, x: np.ndarray, noise: str = "frozen", slot: int = 0) -> np.ndarray:
+        """Class scores; frozen noise: every query in noise slot ``slot`` (a fixed noise realisation)."""
         x = np.asarray(x, dtype=np.float64)
         x = np.clip(x.reshape(len(x), int(np.prod(x.shape[1:]))), 0.0, 1.0)  # (also an empty batch)
         t0 = time.time()
-        out = self.engine.predict(x, noise=noise, slots=np.zeros(len(x), dtype=np.int64)).scores
+        out = self.engine.predict(x, noise=noise, slots=np.full(len(x), slot, dtype=np.int64)).scores
         self.wall_s += time.time() - t0
         self.queries += len(x)
         return out
@@ -568,6 +576,57 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         metrics[f"{name}_queries_per_s"] = round((bb.queries - q0) / wall, 1) if wall > 0 else float("nan")
         metrics[f"{name}_budget_hit"] = bool(res.budget_hit)
         tick(name)
+    # -- the same decision-based attacks on the noise-averaged decision (majority of fresh trials)
+    repeats = cfg.fresh_repeats
+    if repeats >= 1:
+        for name in cfg.decision_fresh:
+            def averaged_decision(a, repeats=repeats):
+                # the majority over `repeats` noise realisations, each a frozen slot (1..repeats, not the
+                # frozen attacks' slot 0), so that the decision-based attack sees a deterministic
+                # function; the examples are then judged on new fresh trials
+                a = np.asarray(a, dtype=np.float64)
+                votes, mean = None, None
+                for r in range(repeats):
+                    sc = np.asarray(bb.scores(a, slot=1 + r), dtype=np.float64).reshape(len(a), -1)
+                    if votes is None:
+                        votes, mean = np.zeros_like(sc), np.zeros_like(sc)
+                    votes[np.arange(len(a)), sc.argmax(axis=1)] += 1
+                    mean += sc / repeats
+                return votes + 1e-6 * mean / max(float(np.abs(mean).max()), 1.0)
+
+            q0, t0 = bb.queries, time.time()
+            res = run_decision_attack(averaged_decision, x[:n_dec].astype(np.float64), y[:n_dec], attack=name,
+                                      max_queries=cfg.max_queries, starting_points=starts, x_pool=x_pool,
+                                      y_pool=y_pool, seed=seed)
+            wall = time.time() - t0
+            sims = bb.queries - q0
+            norm = "l2" if name.endswith("l2") else "linf"
+            norms = res.l2 if norm == "l2" else res.linf
+            attacked = res.pred_clean == y[:n_dec]  # the noise-averaged decision was right on the clean image
+            majority, p_correct = fresh_votes(bb, res.x_adv, y[:n_dec], repeats)  # new trials, not the attack's
+            fooled = attacked & res.success & ~majority
+            eps_list = cfg.l2_eps if norm == "l2" else eot_eps[1:]  # the positive fresh_eps that are in eps
+            for eps in eps_list:
+                within = fooled & (norms <= eps + 1e-9)
+                robust = attacked & ~within
+                rows.append(_row_defaults({
+                    "model": "spiking", "attack": f"{name}-fresh", "loss": "none", "eps": float(eps), "seed": seed,
+                    "n": n_dec, "n_correct": int(robust.sum()), "robust_acc": float(robust.mean()),
+                    "mean_linf": float(np.where(within, res.linf, 0).mean()),
+                    "mean_l2": float(np.where(within, res.l2, 0).mean()),
+                    "x_min": float(res.x_adv.min()), "x_max": float(res.x_adv.max()), "wall_s": wall,
+                    "fresh_repeats": repeats,
+                }, norm=norm, source="none", noise_mode="fresh", queries=int(sims),
+                    success_prob=float((1 - p_correct[within]).mean()) if within.any() else float("nan")))
+            ok = attacked & res.success
+            metrics[f"{name}-fresh_success_rate"] = float(fooled[attacked].mean()) if attacked.any() else float("nan")
+            metrics[f"{name}-fresh_median_linf"] = float(np.median(res.linf[fooled])) if fooled.any() else float("nan")
+            metrics[f"{name}-fresh_median_l2"] = float(np.median(res.l2[fooled])) if fooled.any() else float("nan")
+            metrics[f"{name}-fresh_decisions_per_image"] = float(np.median(res.queries[ok])) if ok.any() else float("nan")
+            metrics[f"{name}-fresh_queries_per_image"] = round(sims / max(n_dec, 1), 1)
+            metrics[f"{name}-fresh_wall_s"] = round(wall, 2)
+            tick(f"{name}-fresh")
+
     if "hsja-l2" in decision:
         metrics["hsja_median_l2"] = metrics["hsja-l2_median_l2"]
         metrics["queries_per_s"] = metrics["hsja-l2_queries_per_s"]

@@ -348,15 +348,20 @@ def test_suite_checks_pass_on_a_correct_run(clean_suite, linear_task):
     m = res.metrics
     assert m["check_messages"] == [] and m["checks_passed"] is True
     assert m["clean_accuracy"] == pytest.approx(22 / 24) and m["surrogate_clean_accuracy"] == pytest.approx(22 / 24)
-    # every query went through the black box, in slot 0, and was counted
+    # every query went through the black box and was counted, in slot 0 except the noise-averaged
+    # decision's fixed realisations (frozen slots 1..fresh_repeats)
     assert bb.queries == sum(n for n, _, _ in eng.calls)
-    assert all(np.all(slots == 0) for _, _, slots in eng.calls)
+    R = SUITE_CFG.fresh_repeats
+    assert all(np.all(slots == 0) or (mode == "frozen" and np.all(slots == slots[0]) and 1 <= slots[0] <= R)
+               for _, mode, slots in eng.calls)
+    assert any(mode == "frozen" and len(slots) and slots[0] == R for _, mode, slots in eng.calls)
     assert {mode for _, mode, _ in eng.calls} == {"frozen", "fresh"}
     # rows: every attack, the columns of the table, both noise modes
     attacks = {(r["attack"], r["model"], r["noise_mode"]) for r in res.rows}
     for expected in [("noise", "spiking", "frozen"), ("fgsm", "surrogate", "frozen"), ("fgsm", "spiking", "frozen"),
                      ("pgd", "spiking", "frozen"), ("pgd", "spiking", "fresh"), ("pgd-l2", "spiking", "frozen"),
-                     ("hybrid", "spiking", "frozen"), ("hybrid", "spiking", "fresh"), ("hsja-l2", "spiking", "frozen")]:
+                     ("hybrid", "spiking", "frozen"), ("hybrid", "spiking", "fresh"), ("hsja-l2", "spiking", "frozen"),
+                     ("eot-hybrid", "spiking", "fresh"), ("hsja-linf-fresh", "spiking", "fresh")]:
         assert expected in attacks
     for r in res.rows:
         assert set(SPIKING_COLUMNS) <= set(r), r
@@ -388,6 +393,10 @@ def test_suite_checks_pass_on_a_correct_run(clean_suite, linear_task):
     fresh = [r for r in res.rows if r["noise_mode"] == "fresh"]
     assert {r["eps"] for r in fresh} == {0.05}
     assert all(0 <= r["success_prob"] <= 1 for r in fresh if np.isfinite(r["success_prob"]))
+    # the noise-averaged HopSkipJump: each decision is R charged simulations, within the budget
+    (hsja_fresh,) = [r for r in fresh if r["attack"] == "hsja-linf-fresh"]
+    assert hsja_fresh["queries"] % R == 0 and hsja_fresh["queries"] <= R * SUITE_CFG.max_queries * N_SUITE
+    assert m["hsja-linf-fresh_queries_per_image"] == pytest.approx(hsja_fresh["queries"] / N_SUITE, abs=0.1)
 
 
 def test_suite_decision_attack_results(clean_suite, linear_task):
