@@ -20,9 +20,9 @@ from analysis import export as export_mod
 from analysis import figures as fig
 from analysis.runs import experiment_of
 from analysis.spikes import load_spikes, spike_summary
-from analysis.stats import MECHANISM_COLUMNS, level_table, mean_ci, mechanism_table
+from analysis.stats import MECHANISM_COLUMNS, level_table, mean_ci
 from analysis.tables import (METRICS, Study, attack_table, eps_equal, group_rows, headline_table, load_study,
-                             metric_records, reference_config, training_table)
+                             mechanism_table, metric_records, reference_config, training_table)
 from core.errors import CerebError
 from core.runs import atomic_write_text, load_npz, read_csv, write_csv
 
@@ -295,7 +295,7 @@ def _mechanism_section(rows: list[dict], fig_dir: Path, base: Path) -> list[str]
         return lines + _skip("No attack runs with a robustness table; no mechanism statistics.")
     mech = mechanism_table(rows, eps_list=HEADLINE_EPS)
     write_csv(base / "mechanisms.csv", mech, MECHANISM_COLUMNS)
-    lines += [f"Metrics: " + "; ".join(f"**{k}** = {v}" for k, v in METRICS.items()) + ". "
+    lines += ["Metrics: " + "; ".join(f"**{k}** = {v}" for k, v in METRICS.items()) + ". "
               "Each trained model counts once (several attack runs on one model are averaged). "
               "All tests are in `mechanisms.csv`; the methods are in the docstring of `analysis/stats.py`.", ""]
     worst = metric_records(rows, "worst", HEADLINE_EPS[0])

@@ -42,14 +42,15 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.tables import MODEL_FIELDS, metric_records
 
 __all__ = ["MECHANISM_COLUMNS", "MIN_WIDTH_RUNS", "MIN_WIDTH_LEVELS", "MIN_LTD_PAIRS", "MIN_WILCOXON_PAIRS",
            "MIN_K_RUNS", "MIN_K_LEVELS", "mean_ci", "collapse_seeds", "level_table", "width_effect",
-           "ltd_effect", "k_effect", "mechanism_table", "not_enough"]
+           "ltd_effect", "k_effect", "not_enough", "MODEL_FIELDS"]
 
 MECHANISM_COLUMNS = ["model_kind", "mechanism", "metric", "eps", "n", "effect", "ci_low", "ci_high", "statistic",
                      "p_value", "test", "note"]
+# the fields that define a configuration in a record (tables.py builds records with them)
+MODEL_FIELDS = ("width", "k", "ltd", "granule", "task")
 MIN_WIDTH_RUNS, MIN_WIDTH_LEVELS = 5, 3
 MIN_LTD_PAIRS, MIN_WILCOXON_PAIRS = 3, 6
 MIN_K_RUNS, MIN_K_LEVELS = 5, 3
@@ -245,17 +246,4 @@ def ltd_effect(records: Iterable[dict], min_pairs: int = MIN_LTD_PAIRS,
             out.append(_result(recs, "ltd", n, test="wilcoxon",
                                note=f"{not_enough(n, wilcoxon_min)}: pairs; below 6 pairs the signed-rank test "
                                     f"cannot reach p < 0.05; {what}"))
-    return out
-
-
-def mechanism_table(rows: list[dict], metrics: Sequence[str] = ("worst", "pgd_mse", "clean"),
-                    eps_list: Sequence[float] = (0.1,)) -> list[dict]:
-    """Every mechanism test for every model kind, metric and eps, from attack-table ``rows``."""
-    out = []
-    for metric in metrics:
-        for eps in (eps_list if metric != "clean" else [0.0]):
-            recs = metric_records(rows, metric, eps)
-            for kind in sorted({r["model_kind"] for r in recs if r["model_kind"]}):
-                mine = [r for r in recs if r["model_kind"] == kind]
-                out += width_effect(mine) + ltd_effect(mine) + k_effect(mine)
     return out

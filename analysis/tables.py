@@ -27,8 +27,9 @@ import logging
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
+from analysis.stats import MODEL_FIELDS, k_effect, ltd_effect, mean_ci, width_effect
 from analysis.runs import all_runs, experiment_of, is_attack_run, is_training_run, resolve_source_run, run_label
 from core.runs import load_run, read_csv
 
@@ -36,9 +37,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODEL_FIELDS", "EPS_TOL", "Study", "load_study", "model_fields", "config_label", "attack_table",
            "training_table", "eps_equal", "filter_rows", "group_rows", "run_metric", "metric_records",
-           "reference_config", "headline_table"]
+           "reference_config", "headline_table", "mechanism_table"]
 
-MODEL_FIELDS = ("width", "k", "ltd", "granule", "task")
 EPS_TOL = 1e-6
 
 
@@ -276,8 +276,6 @@ def headline_table(rows: list[dict], eps_list: Iterable[float] = (0.1, 0.2)) -> 
     (mean clean accuracy of those runs) and, for each eps, ``robust@<eps>`` (mean over runs) and
     ``robust@<eps>_ci`` (half-width of the 95% CI over runs; nan for a single run).
     """
-    from analysis.stats import mean_ci
-
     eps_list = list(eps_list)
     out = []
     for kind in sorted({r["model_kind"] for r in rows if r["model_kind"]}):
@@ -296,4 +294,18 @@ def headline_table(rows: list[dict], eps_list: Iterable[float] = (0.1, 0.2)) -> 
                 row[f"robust@{eps:g}"] = m
                 row[f"robust@{eps:g}_ci"] = (hi - lo) / 2 if not math.isnan(lo) else math.nan
             out.append(row)
+    return out
+
+
+def mechanism_table(rows: list[dict], metrics: Sequence[str] = ("worst", "pgd_mse", "clean"),
+                    eps_list: Sequence[float] = (0.1,)) -> list[dict]:
+    """Every mechanism test for every model kind, metric and eps, from attack-table ``rows``
+    (the tests: :mod:`analysis.stats`)."""
+    out = []
+    for metric in metrics:
+        for eps in (eps_list if metric != "clean" else [0.0]):
+            recs = metric_records(rows, metric, eps)
+            for kind in sorted({r["model_kind"] for r in recs if r["model_kind"]}):
+                mine = [r for r in recs if r["model_kind"] == kind]
+                out += width_effect(mine) + ltd_effect(mine) + k_effect(mine)
     return out

@@ -152,7 +152,13 @@ def check_tasks(study: dict) -> None:
         key = json.dumps(task, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            load_task(resolve(TaskConfig, task))
+            ds = load_task(resolve(TaskConfig, task))
+            n_test = len(ds.y_test)
+            for section, n in (("attack", (study.get("attack") or {}).get("n")),
+                               ("spiking_attack", ((study.get("spiking_attack") or {}).get("attack") or {}).get("n"))):
+                if isinstance(n, int) and n > n_test:
+                    raise ConfigError(f"study {study.get('name', '')}: {section} attack.n={n} but the test split of task "
+                                      f"{ds.name} has only {n_test} images")
 
 
 def job_cost(job: Mapping) -> float:

@@ -18,10 +18,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: add the rate-model attack runs under DIR to docs/replication_runs.csv and their "
                         "PGD traces (seed 0) to docs/replication_traces.csv (rows of earlier runs are kept "
                         "unless a new run replaces them) and rebuild docs/replication.md and its figures")
-    p.add_argument("--docs", metavar="DIR", default=None, help="with --replication: the docs folder (default docs/)")
+    p.add_argument("--findings", action="store_true",
+                   help="instead: add the attack runs under DIR (spiking and rate) to docs/findings_runs.csv and "
+                        "docs/findings_curves.csv (rows of earlier runs are kept unless a new run of the same "
+                        "configuration and seed replaces them) and rebuild docs/findings.md: the mechanism verdicts "
+                        "and robustness curves of both models")
+    p.add_argument("--docs", metavar="DIR", default=None,
+                   help="with --replication or --findings: the docs folder (default docs/)")
+
+
+def _findings(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from analysis import findings
+    from core.errors import ConfigError
+    from core.paths import PROJECT_ROOT
+
+    if not Path(args.dir).is_dir():
+        raise ConfigError(f"{args.dir} is not a directory")
+    docs = Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
+    try:
+        old = findings.read_runs(docs / "findings_runs.csv")
+        old_curves = findings.read_curves(docs / "findings_curves.csv")
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(str(exc)) from None
+    new, new_curves = findings.collect(args.dir)
+    rows = findings.merge(old, new)
+    curves = findings.merge_curves(old_curves, new_curves, rows)
+    md = findings.write(rows, curves, docs, study=findings.study_info(args.dir))
+    print(f"findings: {len(new)} runs from {args.dir}, {len(old)} rows before, {len(rows)} now; wrote {md}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replication and args.findings:
+        from core.errors import ConfigError
+
+        raise ConfigError("--replication and --findings write different documents: give one")
+    if args.findings:
+        return _findings(args)
     if args.replication:
         from pathlib import Path
 

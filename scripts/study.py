@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.job is not None:
         if not 0 <= args.job < len(ordered):
             raise CerebError(f"--job {args.job}: the study has jobs 0 to {len(ordered) - 1}")
-        check_tasks({"jobs": [ordered[args.job]]})
+        check_tasks({**study, "jobs": [ordered[args.job]]})
         summary = run_job({**ordered[args.job], "out": args.out, "force": args.force, "attack": study["attack"],
                            "spiking_attack": study.get("spiking_attack"), "threads": None, "worker": False,
                            "train_experiment": study["train_experiment"],

@@ -41,7 +41,7 @@ class TaskConfig:
     name : task in the registry.
     data_dir : MNIST directory (falls back to ``$CEREB_DATA``); ignored by digits and patterns.
     split_seed : seed of the train/test split and of subsampling.
-    test_fraction : digits only: fraction held out for testing (0.2 -> 1,437 / 360).
+    test_fraction : digits only: fraction held out for testing (0.2 -> 1,438 / 359).
     mnist_train_size : when only the 10k MNIST test files exist, how many become training data.
     image_size : MNIST side after block averaging (28, 14, 7 or 4).
     n_train, n_test : optional stratified subsample sizes (None = all).

@@ -634,3 +634,15 @@ def test_decision_table_counts_only_the_attacked_images(report):
     assert float(cells[3]) == pytest.approx(np.median(d["l2"][fooled]), abs=1e-3)
     assert float(cells[7]) == pytest.approx(d["tied"][fooled].mean(), abs=1e-3)
     assert float(cells[8]) == pytest.approx(d["silent"][fooled].mean(), abs=1e-3)
+
+
+def test_statistics_modules_import_no_table_or_report_module():
+    """stats.py and verdicts.py compute on records only: no import of tables/report/findings (the old
+    stats <-> tables circle), checked on their source."""
+    import ast
+
+    for name in ("stats", "verdicts"):
+        tree = ast.parse((PROJECT_ROOT / "analysis" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in imported if m.startswith("analysis.") or m == "analysis"}, (name, imported)

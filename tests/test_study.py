@@ -186,6 +186,7 @@ def test_study_file_expands_grid_variants_and_seeds(tmp_path):
     ("name: x\nattack: {eps: [-1]}\n", "attack.eps must be >= 0"),
     ("name: x\nseeds: 3\n", "seeds must be a non-empty list"),
     ("name: x\nvariants:\n  - {model.width: 50, seeds: [one]}\n", "a variant's seeds must be a non-empty list"),
+    ("name: x\nattack: {n: 100000}\n", "attack.n=100000 but the test split of task digits has only 359 images"),
 ])
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys, text, fragment):
     f = tmp_path / "s.yaml"
@@ -282,6 +283,40 @@ def test_paper_studies_resolve_to_the_papers_protocol(name):
     for width, got in seeds.items():
         want = 5 if width <= 10_000 else 2 if width <= 50_000 else 1
         assert got == set(range(want)), (width, got)
+
+
+def test_answer_study_is_one_factor_at_a_time_with_five_seeds_and_the_papers_protocol():
+    """studies/answer_digits.yaml: both models, >= 4 widths, >= 5 values of K from 1 to dense, LTD
+    on and off, 5 seeds each, around one reference; the rate model under the paper's protocol; the
+    spiking network scored under fresh noise on the whole test split."""
+    from analysis.findings import reference
+    from core.config import resolve
+    from scripts.train import experiment_config_class
+
+    study = load_study(PROJECT_ROOT / "studies" / "answer_digits.yaml")
+    rows = []
+    for job in study["jobs"]:
+        cfg = resolve(experiment_config_class(job["model_kind"]), job["overrides"])
+        assert cfg.task.name == "digits"
+        k = cfg.model.k if job["model_kind"] == "spiking" or cfg.model.granule != "fc" else 64
+        if job["model_kind"] == "rate":
+            assert cfg.train.batch_size == 1 and cfg.train.lr is None and cfg.train.lr_scale == 0.5
+            assert cfg.train.epochs == 10 and cfg.train.early_stop_acc == 0.995
+        rows.append({"model_kind": job["model_kind"], "width": cfg.model.width, "k": k, "ltd": cfg.model.ltd,
+                     "granule": "random", "task": "digits", "seed": job["seed"]})
+    for kind, on in (("spiking", "cf"), ("rate", "ma")):
+        mine = [r for r in rows if r["model_kind"] == kind]
+        ref = reference(mine)
+        assert ref[:3] == (2000, 4, on)
+        configs = {(r["width"], r["k"], r["ltd"]): {s["seed"] for s in mine if (s["width"], s["k"], s["ltd"]) ==
+                                                     (r["width"], r["k"], r["ltd"])} for r in mine}
+        assert all(seeds == set(range(5)) for seeds in configs.values())
+        assert len({w for w, k, ltd in configs if k == 4 and ltd == on}) >= 4
+        ks = {k for w, k, ltd in configs if w == 2000 and ltd == on}
+        assert len(ks) >= 5 and min(ks) == 1 and max(ks) == 64
+        assert (2000, 4, "none") in configs
+    assert study["attack"]["n"] == 359 and study["spiking_attack"]["attack"]["n"] == 359
+    assert 0.0 in study["spiking_attack"]["attack"]["fresh_eps"] and 0.1 in study["spiking_attack"]["attack"]["fresh_eps"]
 
 
 def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_run, tmp_path, capsys):
