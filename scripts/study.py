@@ -60,6 +60,26 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None or v == "" else format(v, spec)
 
 
+def _print_cost(study: dict, jobs: list[dict]) -> None:
+    """The estimated cost per job kind (core-hours; core.study's rough cost model)."""
+    from core.study import estimate_cost
+
+    by: dict[str, list[float]] = {}
+    for job in jobs:
+        t, a = estimate_cost(job, study["attack"], study.get("spiking_attack"))
+        acc = by.setdefault(job["model_kind"], [0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += t
+        acc[2] += a
+    total = 0.0
+    for kind, (n, t, a) in sorted(by.items()):
+        total += t + a
+        print(f"estimated cost, {kind}: {n} jobs, {(t + a) / 3600:.1f} core-hours "
+              f"(training {t / 3600:.1f}, attacks {a / 3600:.1f})")
+    print(f"estimated cost, all: {total / 3600:.1f} core-hours (rough: a model fitted to runs on a 2-core AMD EPYC, "
+          "Dec 2026; see core/study.py)")
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or os.environ.get("CEREB_DATA")
     study = load_study(args.config, data_dir)
@@ -68,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         for i, job in enumerate(ordered):
             print(f"{i:>4}  {job['model_kind']:<7} seed {job['seed']}  {job['label']}")
         print(f"{len(study['jobs'])} jobs")
+        _print_cost(study, ordered)
         return 0
     if args.job is not None:
         if not 0 <= args.job < len(ordered):

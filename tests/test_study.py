@@ -520,3 +520,20 @@ def test_documented_slurm_config_builds_a_worker_job_script():
     assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH -t 04:00:00" in script and "#SBATCH -J cereb-worker" in script
     assert "source ~/cereb/.venv/bin/activate" in script and "--nthreads 2" in script
     assert script.index("source ~/cereb/.venv/bin/activate") < script.index("distributed.cli.dask_worker")
+
+
+def test_dry_run_prints_the_estimated_cost_per_job_kind(capsys):
+    from core.study import estimate_cost
+
+    assert main(["study", str(PROJECT_ROOT / "studies" / "full_mnist.yaml"), "--data-dir", "/some/mnist",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "estimated cost, spiking: 45 jobs" in out and "estimated cost, rate: 45 jobs" in out
+    assert "estimated cost, all:" in out
+    job = {"model_kind": "spiking", "overrides": {"model": {"width": 2000}, "task": {"name": "digits"}}}
+    wide = {"model_kind": "spiking", "overrides": {"model": {"width": 8000}, "task": {"name": "digits"}}}
+    spk = {"attack": {"n": 100}}
+    # the default digits network's training took 171 s on the machine the model was fitted to
+    assert 120 < estimate_cost(job, None, spk)[0] < 250
+    assert estimate_cost(wide, None, spk)[0] > 2 * estimate_cost(job, None, spk)[0]
+    assert estimate_cost(job, None, None)[1] == 0.0
