@@ -230,9 +230,8 @@ def reference(rows: list[dict]) -> tuple | None:
     if not configs:
         return None
 
-    def neighbours(c):
-        return sum(sum(a != b for a, b in zip(c[:3], o[:3])) == 1 and c[3:] == o[3:] or
-                   (sum(a != b for a, b in zip(c[:2], o[:2])) == 1 and c[2:] == o[2:]) for o in configs if o != c)
+    def neighbours(c):  # configurations of the same task that differ from c in exactly one of width, K, LTD
+        return sum(o[4] == c[4] and sum(a != b for a, b in zip(c[:3], o[:3])) == 1 for o in configs)
 
     return max(configs, key=lambda c: (neighbours(c), configs[c], str(c)))
 
@@ -328,7 +327,10 @@ def _answer(table: list[dict]) -> str:
                 continue
             if r["verdict"].startswith(("helps", "hurts")):
                 bits.append(f"{what} {r['verdict'].split(':')[0]} ({100 * r['effect']:+.1f} points of robust accuracy, "
-                            f"95% CI {100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}, Holm p {_p(r['p_holm'])})")
+                            f"95% CI {100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}, Holm p {_p(r['p_holm'])})"
+                            + (f", but it changes clean accuracy by {100 * _num(r['clean_effect']):+.1f} points too, so "
+                               "this is (partly) a difference in how well the network classifies at all"
+                               if r.get("confounded") else ""))
             else:
                 bits.append(f"{what} made no detectable difference ({100 * r['effect']:+.1f} points, 95% CI "
                             f"{100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}; the study could detect "
@@ -344,7 +346,8 @@ def _answer(table: list[dict]) -> str:
             parts.append(f"At matched width and K, the spiking network and the rate model are not detectably "
                          f"different in robust accuracy ({100 * c['effect']:+.1f} points; could detect "
                          f"{_pct(c['mde'])}).")
-    helped = [r for r in table if r["mechanism"] != "model" and r["verdict"].startswith("helps")]
+    helped = [r for r in table if r["mechanism"] != "model" and r["verdict"].startswith("helps")
+              and not r.get("confounded")]
     if not [r for r in table if r["test"]]:
         parts.append("No mechanism has enough runs to be tested yet.")
     elif helped:
@@ -392,6 +395,11 @@ def render(rows: list[dict], curves: list[dict], *, figures: dict[str, str] | No
                   + (f", {study['n_jobs']} jobs" if study.get("n_jobs") else "")
                   + (f", {wall_s / 3600:.2f} h wall time ({study.get('start')} to {study.get('end')})"
                      if not math.isnan(wall_s) else "") + "."]
+    else:
+        lines += ["- No completed `cereb study` folder under the results root: the runs were made job by job "
+                  "(`cereb study FILE --job I`) or the study is still incomplete; the seeds per configuration are "
+                  "in the table below. Rerun: `cereb study studies/answer_digits.yaml --out results/answer`, then "
+                  "`cereb report results/answer --findings`."]
     n_by = {kk: sum(r["model_kind"] == kk for r in runs) for kk in kinds}
     wall = sum(_num(r["train_wall_s"]) + _num(r["attack_wall_s"]) for r in runs
                if not math.isnan(_num(r["train_wall_s"]) + _num(r["attack_wall_s"])))

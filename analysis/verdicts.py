@@ -48,14 +48,14 @@ import numpy as np
 from scipy import optimize, stats
 
 __all__ = ["ALPHA", "POWER", "VERDICT_COLUMNS", "mde", "planned_mde", "holm", "width_verdict", "ltd_verdict",
-           "k_verdict", "model_contrast", "verdict_text", "verdict_table"]
+           "k_verdict", "model_contrast", "confounded", "verdict_text", "verdict_table"]
 
 ALPHA = 0.05
 POWER = 0.8
 NAN = math.nan
 VERDICT_COLUMNS = ["model_kind", "mechanism", "manipulation", "contrast", "n", "effect", "ci_low", "ci_high", "test",
                    "df", "statistic", "p_value", "p_holm", "mde", "clean_effect", "clean_ci_low", "clean_ci_high",
-                   "verdict", "note"]
+                   "confounded", "verdict", "note"]
 
 
 # ----------------------------------------------------------------------------- power
@@ -229,6 +229,24 @@ def model_contrast(spiking: Sequence[dict], rate: Sequence[dict], contrast: str,
                  _welch(_values(spiking, "clean"), _values(rate, "clean")), "Welch t-test (seeds as units)", "")
 
 
+def confounded(row: dict) -> bool:
+    """True when the same contrast moves clean accuracy significantly (its 95% CI excludes 0) by at
+    least half the robust-accuracy effect: the robustness difference is then (partly) a difference
+    in how well the network classifies at all, e.g. a control that does not learn."""
+    lo, hi, c = (_num(row.get(k)) for k in ("clean_ci_low", "clean_ci_high", "clean_effect"))
+    eff = _num(row.get("effect"))
+    if any(math.isnan(v) for v in (lo, hi, c, eff)):
+        return False
+    return (lo > 0 or hi < 0) and abs(c) >= 0.5 * abs(eff)
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return NAN
+
+
 def verdict_text(row: dict, alpha: float = ALPHA) -> str:
     """One line: helps / hurts / no detectable effect at this power (with the minimal detectable effect)."""
     if not row.get("test"):
@@ -242,7 +260,11 @@ def verdict_text(row: dict, alpha: float = ALPHA) -> str:
         if what is None:
             return (f"the spiking network is {'more' if eff > 0 else 'less'} robust than the rate model "
                     f"({100 * eff:+.1f} points)")
-        return f"{'helps' if eff > 0 else 'hurts'}: {what} changes robust accuracy by {100 * eff:+.1f} points"
+        text = f"{'helps' if eff > 0 else 'hurts'}: {what} changes robust accuracy by {100 * eff:+.1f} points"
+        if confounded(row):
+            text += (f" (confounded: clean accuracy changes by {100 * _num(row['clean_effect']):+.1f} points as "
+                     "well)")
+        return text
     m = row.get("mde")
     bound = f"could detect >= {100 * m:.1f} points" if m is not None and not math.isnan(m) else "no power estimate"
     return f"no detectable effect at this power ({bound}; estimate {100 * eff:+.1f} points)"
@@ -253,5 +275,6 @@ def verdict_table(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
     adj = holm([r.get("p_value", NAN) for r in rows])
     for row, p in zip(rows, adj):
         row["p_holm"] = p
+        row["confounded"] = confounded(row)
         row["verdict"] = verdict_text(row, alpha)
     return rows

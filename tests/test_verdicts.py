@@ -123,3 +123,20 @@ def test_too_few_runs_say_why():
     table, _ = verdicts(rows)
     ltd = by(table, "spiking", "ltd")
     assert ltd["test"] == "" and "have 2" in ltd["note"] and ltd["verdict"].startswith("not tested")
+
+
+def test_a_control_that_does_not_learn_is_flagged_as_confounded():
+    rng = np.random.default_rng(6)
+    rows = planted(rng)
+    for r in rows:  # LTD off: the network stays at chance, so it is robust on nothing
+        if r["ltd"] == "none":
+            r["clean"], r["robust"] = 0.12 + rng.normal(0, 0.01), 0.04 + rng.normal(0, 0.01)
+    table, _ = verdicts(rows)
+    ltd = by(table, "spiking", "ltd")
+    assert ltd["confounded"] and "confounded: clean accuracy changes by" in ltd["verdict"]
+    from analysis.findings import _answer
+
+    assert "how well the network classifies at all" in _answer(table)
+    # a planted LTD effect on robustness alone (clean unchanged) is not flagged
+    table, _ = verdicts(planted(np.random.default_rng(7), ltd_effect=0.15))
+    assert not by(table, "spiking", "ltd")["confounded"]
