@@ -182,30 +182,31 @@ def _values(recs: Iterable[dict], field: str) -> np.ndarray:
     return np.asarray([float(r[field]) for r in recs], dtype=float)
 
 
+def _sweep_verdict(records: Sequence[dict], model_kind: str, manipulation: str, field: str, plural: str,
+                   sparse_is_on: bool) -> dict:
+    """Regression on log2(``field``); the effect is the fitted difference between the extreme
+    settings, oriented "feature on minus off": widest - narrowest, or sparsest - densest."""
+    levels = sorted({float(r[field]) for r in records})
+    name = "width" if field == "width" else "K"
+    ends = (levels[0], levels[-1]) if sparse_is_on else (levels[-1], levels[0])
+    contrast = f"{name} {int(ends[0])} vs {int(ends[1])}" if len(levels) >= 2 else name
+    row = _row(model_kind, field, manipulation, contrast, len(records))
+    if len(levels) < 3 or len(records) < 4:
+        return _fill(row, {}, {}, "", f"needs >= 3 {plural} and >= 4 runs (have {len(levels)} and {len(records)})")
+    x = np.log2(_values(records, field))
+    span = math.log2(ends[0] / ends[1])
+    return _fill(row, _trend(x, _values(records, "robust"), span), _trend(x, _values(records, "clean"), span),
+                 f"linear regression on log2({name}), slope t-test", "")
+
+
 def width_verdict(records: Sequence[dict], model_kind: str, manipulation: str) -> dict:
     """Width: regression on log2(width) over ``records`` (the width sweep of one model)."""
-    widths = sorted({float(r["width"]) for r in records})
-    contrast = f"width {int(widths[-1])} vs {int(widths[0])}" if len(widths) >= 2 else "width"
-    row = _row(model_kind, "width", manipulation, contrast, len(records))
-    if len(widths) < 3 or len(records) < 4:
-        return _fill(row, {}, {}, "", f"needs >= 3 widths and >= 4 runs (have {len(widths)} and {len(records)})")
-    x = np.log2(_values(records, "width"))
-    span = math.log2(widths[-1] / widths[0])
-    return _fill(row, _trend(x, _values(records, "robust"), span), _trend(x, _values(records, "clean"), span),
-                 "linear regression on log2(width), slope t-test", "")
+    return _sweep_verdict(records, model_kind, manipulation, "width", "widths", sparse_is_on=False)
 
 
 def k_verdict(records: Sequence[dict], model_kind: str, manipulation: str) -> dict:
     """Sparse connectivity: regression on log2(K); effect = sparsest minus densest (fitted)."""
-    ks = sorted({float(r["k"]) for r in records})
-    contrast = f"K {int(ks[0])} vs {int(ks[-1])}" if len(ks) >= 2 else "K"
-    row = _row(model_kind, "k", manipulation, contrast, len(records))
-    if len(ks) < 3 or len(records) < 4:
-        return _fill(row, {}, {}, "", f"needs >= 3 values of K and >= 4 runs (have {len(ks)} and {len(records)})")
-    x = np.log2(_values(records, "k"))
-    span = -math.log2(ks[-1] / ks[0])  # from the densest to the sparsest: positive = sparser helps
-    return _fill(row, _trend(x, _values(records, "robust"), span), _trend(x, _values(records, "clean"), span),
-                 "linear regression on log2(K), slope t-test", "")
+    return _sweep_verdict(records, model_kind, manipulation, "k", "values of K", sparse_is_on=True)
 
 
 def ltd_verdict(on: Sequence[dict], off: Sequence[dict], model_kind: str, manipulation: str) -> dict:

@@ -27,26 +27,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --replication or --findings: the docs folder (default docs/)")
 
 
-def _findings(args: argparse.Namespace) -> int:
+def _docs(args: argparse.Namespace):
+    """The docs folder, after checking that DIR exists."""
     from pathlib import Path
 
-    from analysis import findings
     from core.errors import ConfigError
     from core.paths import PROJECT_ROOT
 
     if not Path(args.dir).is_dir():
         raise ConfigError(f"{args.dir} is not a directory")
-    docs = Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
+    return Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
+
+
+def _committed(*paths_and_readers):
+    """The committed tables, read by their readers; a file that is not such a table is one line."""
+    from core.errors import ConfigError
+
     try:
-        old = findings.read_runs(docs / "findings_runs.csv")
-        old_curves = findings.read_curves(docs / "findings_curves.csv")
+        return [read(path) for path, read in paths_and_readers]
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _findings(args: argparse.Namespace) -> int:
+    from analysis import findings
+
+    docs = _docs(args)
+    old, old_curves = _committed((docs / "findings_runs.csv", findings.read_runs),
+                                 (docs / "findings_curves.csv", findings.read_curves))
     new, new_curves = findings.collect(args.dir)
     rows = findings.merge(old, new)
     curves = findings.merge_curves(old_curves, new_curves, rows)
     md = findings.write(rows, curves, docs, study=findings.study_info(args.dir))
     print(f"findings: {len(new)} runs from {args.dir}, {len(old)} rows before, {len(rows)} now; wrote {md}")
+    return 0
+
+
+def _replication(args: argparse.Namespace) -> int:
+    from analysis import replication
+
+    docs = _docs(args)
+    old, old_traces = _committed((docs / "replication_runs.csv", replication.read_table),
+                                 (docs / "replication_traces.csv", replication.read_traces))
+    new = replication.collect(args.dir)
+    traces = replication.merge_traces(old_traces, replication.collect_traces(args.dir))
+    table, md = replication.write(replication.merge(old, new), docs, traces)
+    print(f"replication: {len(new)} runs from {args.dir}, {len(old)} rows before; wrote {table} and {md}")
     return 0
 
 
@@ -58,25 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.findings:
         return _findings(args)
     if args.replication:
-        from pathlib import Path
-
-        from analysis import replication
-        from core.errors import ConfigError
-        from core.paths import PROJECT_ROOT
-
-        if not Path(args.dir).is_dir():
-            raise ConfigError(f"{args.dir} is not a directory")
-        docs = Path(args.docs) if args.docs else PROJECT_ROOT / "docs"
-        try:
-            old = replication.read_table(docs / "replication_runs.csv")
-            old_traces = replication.read_traces(docs / "replication_traces.csv")
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(str(exc)) from None
-        new = replication.collect(args.dir)
-        traces = replication.merge_traces(old_traces, replication.collect_traces(args.dir))
-        table, md = replication.write(replication.merge(old, new), docs, traces)
-        print(f"replication: {len(new)} runs from {args.dir}, {len(old)} rows before; wrote {table} and {md}")
-        return 0
+        return _replication(args)
     from analysis.report import write_report
 
     path = write_report(args.dir, args.out)
