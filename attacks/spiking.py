@@ -51,6 +51,7 @@ import foolbox as fb
 import numpy as np
 import torch
 
+from attacks.checks import check_gradient_masking
 from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack, worst_case
 from attacks.stats import add_intervals
 from attacks.foolbox_attacks import FGSM, PGD, LossMixin, _check_loss, uniform_noise
@@ -665,6 +666,16 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     # -- checks
     frozen = [r for r in rows if r["noise_mode"] == "frozen"]
     messages = check_rows(frozen, dominance=()) + hybrid_messages
+    # gradient masking (paired, per image, exact McNemar): uniform noise, Square or a transfer from
+    # another model fooling significantly more images than the surrogate's gradient attacks, or noise /
+    # Square beating the hybrid (which contains the transfers, so they are not compared with it)
+    grad = [k for k in evaluations if k.split("_")[0] in ("fgsm", "pgd")]
+    free = [k for k in evaluations if k in ("noise_none", "square_none") or k.startswith("transfer-")]
+    masking, outcomes = check_gradient_masking(evaluations, gradient=grad, gradient_free=free)
+    m2, o2 = check_gradient_masking(evaluations, gradient=[k for k in ("hybrid_margin",) if k in evaluations],
+                                    gradient_free=[k for k in ("noise_none", "square_none") if k in evaluations])
+    messages += masking + m2
+    metrics["checks"] = [o.as_dict() for o in outcomes + o2]
     # PGD >= FGSM and hybrid >= PGD / transfer hold by construction here (FGSM is one of PGD's
     # restarts, the transfer examples are the hybrid's restarts, per image): an assertion, not a check
     broken = [m for m in check_rows(frozen, dominance=DOMINANCE_SPIKING) if m not in messages]

@@ -741,3 +741,22 @@ def test_square_on_noise_averaged_scores_charges_every_trial(linear_task):
     assert frozen[0.1]["queries"] > 0 and res.metrics["square_queries_per_image"] > 0
     assert bb.queries == sum(n for n, _, _ in eng.calls)
     assert res.metrics["checks_passed"], res.metrics["check_messages"]
+
+
+def test_suite_flags_gradient_masking_when_the_surrogate_points_away(linear_task):
+    """A surrogate whose gradient points away from the boundary (its weights negated): PGD and FGSM
+    on it fool nothing, uniform noise fools images near the boundary, and the paired check says so;
+    the correct run above passes the same check (its outcomes are listed)."""
+    w, b, x, y, x_pool, y_pool = linear_task
+    cfg = replace(SUITE_CFG, decision=(), fresh_repeats=0, eps=(0.0, 0.1, 0.2, 0.3))
+    res = run_spiking_suite(SpikingBlackBox(LinearEngine(w, b)), LinearSurrogate(-w, -b), x, y, cfg, seed=0,
+                            x_pool=x_pool, y_pool=y_pool)
+    masking = [m for m in res.metrics["check_messages"] if "gradient masking suspected" in m]
+    assert any("noise_none beats the gradient attack pgd_margin" in m for m in masking), res.metrics["check_messages"]
+    assert any(c["check"] == "gradient_masking" and not c["passed"] for c in res.metrics["checks"])
+
+
+def test_correct_suite_lists_passed_gradient_masking_checks(clean_suite):
+    checks = clean_suite[0].metrics["checks"]
+    assert checks and all(c["passed"] for c in checks if c["check"] == "gradient_masking")
+    assert {c["subject"] for c in checks} >= {"pgd_margin vs noise_none", "hybrid_margin vs noise_none"}
