@@ -180,8 +180,9 @@ def job_cost(job: Mapping) -> float:
 # - spiking training: the default digits network (width 2,000, 12 epochs of 1,438 samples) took
 #   171 s: 5.84 s per epoch (2.0 us per granule cell and sample of 100 ms) plus ~80 s of build,
 #   calibration and per-epoch evaluation;
-# - spiking attack: surrogate calibration ~150 s (500 training inputs), then ~1.0 us per granule cell
-#   and simulated query (22,676 queries at width 2,000 in 47 s);
+# - spiking attack: surrogate calibration 150-300 s (500 training inputs), then 1.5 ms + 0.3 us per
+#   granule cell per simulated query (trained digits networks: 2.1 ms at width 2,000, 2.3 ms at 500;
+#   ~430 queries per image in the answer study's suite);
 # - rate attack: the MNIST width sweep's jobs, linear in width x inputs x images (width 20,000, 1,000
 #   images: 390 s), plus ~5 s of start-up; rate training under the paper's protocol: ~1.2e-11 s per
 #   weight and sample (width 200,000: 2-3 min on 8,000 images).
@@ -216,13 +217,16 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
         a = spiking_attack.get("attack", {})
         n = min(int(a.get("n", 100)), n_test)
         steps, reps = int(a.get("hybrid_steps", 40)), int(a.get("fresh_repeats", 5))
-        n_eps = len(a.get("eps", (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)))
-        n_fresh = len(a.get("fresh_eps", (0.0, 0.1, 0.2)))
-        queries = n_eps * steps / 2 + steps * reps / 2 + 4 * reps * n_fresh  # hybrid, EOT hybrid, fresh scoring
+        eps = [float(e) for e in a.get("eps", (0.0, 0.05, 0.1, 0.15, 0.2, 0.3))]
+        fresh = [float(e) for e in a.get("fresh_eps", (0.0, 0.1, 0.2))]
+        eot = sum(e > 0 and any(abs(e - f) < 1e-9 for f in eps) for e in fresh) if a.get("eot_hybrid", True) else 0
+        # queries per image: the hybrid (~half its steps per eps), the EOT hybrid (~0.8 of steps x
+        # repeats per fresh eps), the fresh-noise scoring of ~4 attacks, the decision-based attacks
+        queries = len(eps) * steps / 2 + 0.8 * eot * steps * reps + 4 * reps * len(fresh)
         mq = int(a.get("max_queries", 1000))
         queries += len(a.get("decision", ("hsja-l2", "hsja-linf"))) * mq
         queries += len(a.get("decision_fresh", ("hsja-linf",))) * mq * reps
-        return t_train, 150.0 + 1.1e-6 * width * n * queries
+        return t_train, 200.0 + (1.5e-3 + 0.3e-6 * width) * n * queries
     width = float(model.get("width", 5000 if job["model_kind"] == "rate" else 50))
     t_train = 5.0 + 1.2e-11 * width * n_in * n_train * int(train.get("epochs", 10))
     if attack is None:
