@@ -148,30 +148,40 @@ def run(args: argparse.Namespace) -> int:
 
     steps = int(round(cfg.window_ms / cfg.dt_ms))
     results = {}
-    for name, reference in (("reference", True), ("batched", False)):
+    rate = float("nan")
+    # the reference build batched (Brian2's own integration and Synapses), the batched Brian2 build
+    # of the engine, and the engine's default backend, the compiled kernel (models.spiking.kernel)
+    for name, reference, backend in (("reference", True, "brian2"), ("brian2", False, "brian2"),
+                                     ("kernel", False, "kernel")):
         if name == "reference" and args.no_reference:
             continue
         with SpikingEngine(cfg, conn, w, batch_size=batch, chunks_per_run=e.chunks_per_run, workers=args.workers,
-                           seed=args.seed, reference=reference) as eng:
+                           seed=args.seed, reference=reference, backend=backend) as eng:
             eng.predict(x[: batch * args.workers])  # build (workers start) and warm up
             t0 = time.perf_counter()
             pred = eng.predict(x)
             elapsed = time.perf_counter() - t0
+            used = eng.backend
         results[name] = pred
         ns_step = elapsed * args.workers / (args.n * conn.n_grc * steps) * 1e9
-        label = "reference    " if reference else "batched      "
-        print(f"{label}: {args.n} samples in {elapsed:.2f} s = {args.n / elapsed:.1f} samples/s, "
-              f"{ns_step:.2f} ns per granule-cell step per core (batch {batch}, {e.chunks_per_run} chunks per run, "
-              f"{args.workers} workers{', reference build' if reference else ''})")
-        if not reference:
+        how = (f"{args.workers} threads, one query at a time" if used == "kernel" else
+               f"batch {batch}, {e.chunks_per_run} chunks per run, {args.workers} workers")
+        label = {"reference": "reference   ", "brian2": "brian2 batch", "kernel": "kernel      "}[name]
+        print(f"{label} : {args.n} samples in {elapsed:.2f} s = {args.n / elapsed:.1f} samples/s, "
+              f"{ns_step:.2f} ns per granule-cell step per core ({how}{', reference build' if reference else ''})")
+        if name == "kernel":
+            if used != "kernel":
+                print("kernel       : not available here (no C compiler): the line above is the Brian2 build")
             rate = args.n / elapsed
     if "reference" in results:
-        a, b = results["reference"], results["batched"]
-        agree = float(np.mean(a.labels == b.labels))
-        corr = {pop: float(np.corrcoef(a.counts[pop].ravel(), b.counts[pop].ravel())[0, 1]) for pop in ("grc", "pc")}
-        same = float(np.mean(np.all(a.counts["pc"] == b.counts["pc"], axis=1)))
-        print(f"agreement    : decisions {agree:.4f}, spike-count correlation grc {corr['grc']:.4f} pc {corr['pc']:.4f}, "
-              f"identical Purkinje counts on {same:.4f} of queries (same frozen noise)")
+        a = results["reference"]
+        for name in ("brian2", "kernel"):
+            b = results[name]
+            agree = float(np.mean(a.labels == b.labels))
+            corr = {pop: float(np.corrcoef(a.counts[pop].ravel(), b.counts[pop].ravel())[0, 1]) for pop in ("grc", "pc")}
+            same = float(np.mean(np.all(a.counts["pc"] == b.counts["pc"], axis=1)))
+            print(f"agreement    : {name} vs reference: decisions {agree:.4f}, spike-count correlation grc {corr['grc']:.4f} "
+                  f"pc {corr['pc']:.4f}, identical Purkinje counts on {same:.4f} of queries (same frozen noise)")
 
     if args.training:
         tcfg = SpikingTrainConfig(epochs=1)

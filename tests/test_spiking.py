@@ -352,10 +352,10 @@ def test_batch_size_chunks_and_workers_do_not_change_results(engine, net, querie
     ref = engine.predict(queries, slots=slots)
     conn, weights = net
     # 3 copies, 2 chunks per run: two Brian2 runs (capacity 6) instead of one
-    with make_engine(conn, weights, batch_size=3, chunks_per_run=2) as small:
+    with make_engine(conn, weights, batch_size=3, chunks_per_run=2, backend="brian2") as small:
         assert_same_counts(ref.counts, small.predict(queries, slots=slots).counts)
     # two worker processes (spawned), each with its own network
-    with make_engine(conn, weights, workers=2) as pool:
+    with make_engine(conn, weights, workers=2, backend="brian2") as pool:
         got = pool.predict(queries, slots=slots)
         assert_same_counts(ref.counts, got.counts)
         np.testing.assert_array_equal(ref.scores, got.scores)
@@ -370,7 +370,7 @@ def test_short_requests_run_on_smaller_networks_with_the_same_answers(engine, ne
     slots = np.arange(200, 200 + N_QUERIES)
     ref = engine.predict(queries, slots=slots)
     conn, weights = net
-    with make_engine(conn, weights, batch_size=40, chunks_per_run=2) as eng:
+    with make_engine(conn, weights, batch_size=40, chunks_per_run=2, backend="brian2") as eng:
         full = eng.predict(np.concatenate([queries] * 4), slots=np.concatenate([slots] * 4))  # 40: one chunk
         short = eng.predict(queries[:5], slots=slots[:5])                                   # 5 -> 8 copies
         mid = eng.predict(queries, slots=slots)                                             # 10 -> 16 copies
@@ -938,10 +938,76 @@ def test_engine_reproduces_its_reference_build(net, queries):
     (Brian2's exponential_euler and Synapses, the speed reference of ``cereb bench``): with the same
     frozen noise every population spikes the same, up to rounding."""
     conn, weights = net
-    with make_engine(conn, weights) as fast, make_engine(conn, weights, reference=True) as ref:
+    with make_engine(conn, weights, backend="brian2") as fast, make_engine(conn, weights, reference=True) as ref:
         a, b = fast.predict(queries), ref.predict(queries)
         assert fast.steady_state()["grc"]["v"] == pytest.approx(ref.steady_state()["grc"]["v"], abs=1e-9)
     for pop in ("grc", "goc", "mli", "pc"):
         assert np.corrcoef(a.counts[pop].ravel(), b.counts[pop].ravel())[0, 1] > 0.99, pop
     assert np.mean(a.labels == b.labels) >= 0.95
     assert np.mean(np.all(a.counts["pc"] == b.counts["pc"], axis=1)) >= 0.9
+
+
+@pytest.mark.parametrize("grc_dtype", ["float32", "float64"])
+def test_kernel_reproduces_the_brian2_build_spike_for_spike(net, queries, grc_dtype):
+    """The compiled kernel (the engine's default backend) computes the Brian2 build's statements in
+    its order: on the same frozen noise every population's counts and the steady state are equal,
+    in both granule precisions, with two threads as with one."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, grc_state_dtype=grc_dtype)
+    conn, weights = net
+    slots = np.arange(300, 300 + N_QUERIES)
+    with make_engine(conn, weights, cfg, backend="brian2") as slow, \
+            make_engine(conn, weights, cfg, backend="kernel") as fast, \
+            make_engine(conn, weights, cfg, backend="kernel", workers=2) as threads:
+        assert (slow.backend, fast.backend, threads.backend) == ("brian2", "kernel", "kernel")
+        a, b = slow.predict(queries, slots=slots), fast.predict(queries, slots=slots)
+        assert_same_counts(a.counts, b.counts)
+        assert_same_counts(a.counts, threads.predict(queries, slots=slots).counts)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        sa, sb = slow.steady_state(), fast.steady_state()
+        for pop in sa:
+            for var in sa[pop]:
+                np.testing.assert_array_equal(sa[pop][var], sb[pop][var], err_msg=f"{pop}.{var}")
+        # loading the kernel left the process's floating point alone (no flush-to-zero of subnormals)
+        assert np.float64(1e-310) * np.float64(3.0) > 0
+        # not vacuous: every population spikes, and the queries differ
+        assert all(b.counts[pop].sum() > 0 for pop in ("grc", "goc", "mli", "pc"))
+        assert not np.array_equal(b.counts["grc"][0], b.counts["grc"][1])
+        # the weight setters reach the kernel (and its steady state is recomputed)
+        rng = np.random.default_rng(9)
+        w2 = rng.random(weights.shape)
+        mf2 = conn.mf_grc_w_mv * rng.uniform(0.5, 1.5, conn.mf_grc_w_mv.shape)
+        mli2 = rng.uniform(0, CFG.w_inh_max, len(conn.mli_pc_i))
+        for eng in (slow, fast):
+            eng.set_weights(w2)
+            eng.set_mf_grc_weights(mf2)
+            eng.set_mli_pc_weights(mli2)
+        a2, b2_ = slow.predict(queries, slots=slots), fast.predict(queries, slots=slots)
+        assert_same_counts(a2.counts, b2_.counts)
+        assert not np.array_equal(a2.counts["pc"], a.counts["pc"])
+
+
+def test_kernel_fresh_noise_and_slots_behave_as_documented(net, queries):
+    conn, weights = net
+    with make_engine(conn, weights, backend="kernel") as eng:
+        one = eng.predict(queries, noise="fresh")
+        two = eng.predict(queries, noise="fresh")
+        assert not np.array_equal(one.counts["grc"], two.counts["grc"])
+        # frozen: a query's answer depends on its input, slot and seed only
+        both = eng.predict(np.concatenate([queries, queries]), slots=np.concatenate([np.arange(N_QUERIES)] * 2))
+        np.testing.assert_array_equal(both.counts["pc"][:N_QUERIES], both.counts["pc"][N_QUERIES:])
+        other = eng.predict(queries, slots=np.arange(N_QUERIES) + 1)
+        assert not np.array_equal(other.counts["grc"], both.counts["grc"][:N_QUERIES])
+
+
+def test_engine_backend_is_checked_and_recording_runs_on_brian2(net, queries):
+    with pytest.raises(ValueError, match="engine.backend"):
+        EngineConfig(backend="gpu")
+    conn, weights = net
+    with pytest.raises(ValueError, match="backend"):
+        make_engine(conn, weights, backend="gpu")
+    with make_engine(conn, weights, record=("pc",)) as rec:
+        assert rec.backend == "brian2"  # spike trains are the Brian2 build's
+        p = rec.predict(queries[:2])
+        assert len(p.spikes["pc"]) == 2

@@ -300,12 +300,16 @@ class SpikingEngine:
     reference : simulate the reference build of the network (Brian2's own ``exponential_euler``
         and ``Synapses``; see :func:`~models.spiking.network.build_inference_net`): the fixed
         speed reference of ``cereb bench spiking``.
+    backend : ``"kernel"`` (default of :class:`EngineConfig`): the compiled network of
+        :mod:`models.spiking.kernel`, in this process with ``workers`` threads; ``"brian2"``: the
+        batched Brian2 build in ``workers`` processes. A request that records spike trains, and the
+        reference build, always run on Brian2.
     """
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, engine_cfg: EngineConfig | None = None,
                  *, seed: int = 0, record: tuple[str, ...] = (), batch_size: int | None = None,
                  chunks_per_run: int | None = None, workers: int | None = None, noise: str | None = None,
-                 reference: bool = False):
+                 reference: bool = False, backend: str | None = None):
         e = engine_cfg or EngineConfig()
         batch_size = e.copies(cfg.width) if batch_size is None else batch_size
         chunks_per_run = e.chunks_per_run if chunks_per_run is None else chunks_per_run
@@ -324,6 +328,18 @@ class SpikingEngine:
         self.batch_size, self.chunks_per_run, self.workers = int(batch_size), int(chunks_per_run), int(workers)
         self.noise, self.seed, self.record = noise, int(seed), tuple(record)
         self.reference = bool(reference)
+        backend = e.backend if backend is None else backend
+        if backend not in ("kernel", "brian2"):
+            raise ValueError(f"backend must be 'kernel' or 'brian2', got {backend!r}")
+        if backend == "kernel" and (self.record or self.reference):
+            backend = "brian2"  # spike trains and the reference build are Brian2's
+        if backend == "kernel":
+            from models.spiking.kernel import available
+
+            if not available():
+                backend = "brian2"
+        self.backend = backend
+        self._kernel = None
         self._fresh_rng = np.random.default_rng([int(seed), 7])
         self.n_queries = 0
         self.n_calls = 0
@@ -347,6 +363,14 @@ class SpikingEngine:
                 self.chunks_per_run, self.record, self.seed, self.reference)
 
     def _ensure(self):
+        if self.backend == "kernel":
+            if self._kernel is None:
+                from models.spiking.kernel import KernelNetwork
+
+                self._kernel = KernelNetwork(self.cfg, self.conn, self._weights, self.dt_ms, self.window_ms,
+                                             threads=self.workers)
+                self._kernel.steady_state(self.seed)
+            return
         if self.workers == 1 and self._local is None:
             self._local = _Runners(self.cfg, self.conn, self._weights, self.batch_size, self.dt_ms, self.window_ms,
                                    self.chunks_per_run, self.record, self.seed, self.reference)
@@ -376,6 +400,9 @@ class SpikingEngine:
         if w.shape != (self.conn.n_grc, self.conn.n_pc):
             raise ValueError(f"weights must have shape {(self.conn.n_grc, self.conn.n_pc)}, got {w.shape}")
         self._weights = w
+        if self._kernel is not None:
+            self._kernel.set_weights(w)
+            self._kernel.steady_state(self.seed)
         if self._local is not None:
             self._local.set_weights(w)
         if self._pool is not None:
@@ -389,6 +416,9 @@ class SpikingEngine:
         from dataclasses import replace
 
         self.conn = replace(self.conn, mf_grc_w_mv=w)
+        if self._kernel is not None:
+            self._kernel.set_mf_grc_weights(w)
+            self._kernel.steady_state(self.seed)
         if self._local is not None:
             self._local.set_mf_grc_weights(w)
         if self._pool is not None:
@@ -398,6 +428,10 @@ class SpikingEngine:
         """Replace the MLI-PC weights (``Connectivity.mli_pc_i`` order) without rebuilding."""
         self.conn = self.conn.with_mli_pc_weights(w)
         w = self.conn.mli_pc_w
+        if self._kernel is not None:
+            self._kernel.conn = self.conn
+            self._kernel.set_mli_pc_weights(w)
+            self._kernel.steady_state(self.seed)
         if self._local is not None:
             self._local.set_mli_pc_weights(w)
         if self._pool is not None:
@@ -406,6 +440,8 @@ class SpikingEngine:
     def steady_state(self) -> dict:
         """The state every presentation starts from (one copy; volt): see :func:`models.spiking.network.steady_state`."""
         self._ensure()
+        if self._kernel is not None:
+            return self._kernel.steady_state(self.seed)
         if self._pool is None:
             return self._local.steady_state()
         return self._pool.map([("state",)])[0]
@@ -443,7 +479,9 @@ class SpikingEngine:
             return Prediction(np.zeros((0, self.n_classes)), {k: np.zeros((0, 0), int) for k in POPULATIONS[1:]})
         self._ensure()
         rates = self.rates_hz(x)
-        if self._pool is None:
+        if self._kernel is not None:
+            counts, spikes = self._kernel.run(rates, slots, seed)
+        elif self._pool is None:
             counts, spikes = self._local.run_all(rates, slots, seed)
         else:
             pieces = [p for p in np.array_split(np.arange(n), self.workers) if len(p)]

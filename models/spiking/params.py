@@ -287,12 +287,19 @@ class EngineConfig:
     batch_size: int | None = None     # most copies simulated in one network; None: min(200, 400,000 granule
                                       # cells / width); shorter requests run on smaller networks
     chunks_per_run: int = 10          # chunks of batch_size queries per Brian2 run
-    workers: int = 2                  # processes, each holding its own networks (use both cores)
+    workers: int = 2                  # processes (brian2 backend) or threads (kernel backend); use both cores
     noise: Literal["frozen", "fresh"] = "frozen"
+    backend: Literal["kernel", "brian2"] = "kernel"  # kernel: the compiled network of models.spiking.kernel
+                                      # (the Brian2 build's statements and order, its spike counts exactly; 880
+                                      # vs 353 samples/s, cereb bench spiking, 2-core AMD EPYC, 3 Dec 2026);
+                                      # brian2: the batched Brian2 build. Spike-train recording always runs on
+                                      # the Brian2 build.
 
     def __post_init__(self):
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1 or self.chunks_per_run < 1:
             raise ValueError("engine.batch_size, engine.chunks_per_run and engine.workers must be >= 1")
+        if self.backend not in ("kernel", "brian2"):
+            raise ValueError(f"engine.backend must be 'kernel' or 'brian2', got {self.backend!r}")
         if self.noise not in ("frozen", "fresh"):
             raise ValueError(f"engine.noise must be 'frozen' or 'fresh', got {self.noise!r}")
 
