@@ -278,23 +278,29 @@ def evaluate_attack(
 
 
 def worst_case(evaluations: Sequence[Evaluation], x: np.ndarray, *, model: str, seed: int = 0,
-               attack: str = "worst", loss: str = "all") -> list[dict]:
+               attack: str = "worst", loss: str = "all", partial: bool = False) -> list[dict]:
     """Rows of the per-image worst case over several evaluations of the same images.
 
     At each eps that every evaluation has, an image is robust only if it is robust under all of
     them; its recorded input is the first fooling one (in the order given), else the last
-    evaluation's.
+    evaluation's. ``partial``: at every eps of any evaluation, over the evaluations that have it
+    (an attack run only at some budgets, e.g. the headline ones, counts where it ran); ``attacks``
+    in each row says how many evaluations it covers.
     """
     if not evaluations:
         return []
-    common = [e for e in evaluations[0].epsilons if all(e in ev.epsilons for ev in evaluations)]
+    if partial:
+        common = sorted({e for ev in evaluations for e in ev.epsilons})
+    else:
+        common = [e for e in evaluations[0].epsilons if all(e in ev.epsilons for ev in evaluations)]
     n = len(x)
     rows = []
     for eps in common:
-        idx = [ev.epsilons.index(eps) for ev in evaluations]
-        correct = np.logical_and.reduce([ev.correct[i] for ev, i in zip(evaluations, idx)])
-        adv = evaluations[-1].adversarial[idx[-1]].copy()
-        for ev, i in reversed(list(zip(evaluations, idx))):
+        these = [ev for ev in evaluations if eps in ev.epsilons]
+        idx = [ev.epsilons.index(eps) for ev in these]
+        correct = np.logical_and.reduce([ev.correct[i] for ev, i in zip(these, idx)])
+        adv = these[-1].adversarial[idx[-1]].copy()
+        for ev, i in reversed(list(zip(these, idx))):
             fooled = ~ev.correct[i] & ev.clean_correct
             adv[fooled] = ev.adversarial[i][fooled]
         delta = (adv - x).reshape(n, -1)
@@ -305,8 +311,9 @@ def worst_case(evaluations: Sequence[Evaluation], x: np.ndarray, *, model: str, 
                      "n_correct": n_correct, "robust_acc": n_correct / n, "mean_linf": float(linf.mean()),
                      "mean_l2": float(l2.mean()), **dict(zip(("ci_low", "ci_high"), proportion_ci(n_correct, n))),
                      "max_linf": float(linf.max()), "x_min": float(adv.min()),
-                     "x_max": float(adv.max()), "restarts": sum(ev.rows[0].get("restarts", 1) for ev in evaluations),
-                     "prune": all(ev.rows[0].get("prune", False) for ev in evaluations), "wall_s": 0.0})
+                     "x_max": float(adv.max()), "restarts": sum(ev.rows[0].get("restarts", 1) for ev in these),
+                     "prune": all(ev.rows[0].get("prune", False) for ev in these), "wall_s": 0.0,
+                     **({"attacks": len(these)} if partial else {})})
     return rows
 
 

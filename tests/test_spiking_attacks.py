@@ -349,19 +349,21 @@ def test_suite_checks_pass_on_a_correct_run(clean_suite, linear_task):
     assert m["check_messages"] == [] and m["checks_passed"] is True
     assert m["clean_accuracy"] == pytest.approx(22 / 24) and m["surrogate_clean_accuracy"] == pytest.approx(22 / 24)
     # every query went through the black box and was counted, in slot 0 except the noise-averaged
-    # decision's fixed realisations (frozen slots 1..fresh_repeats)
+    # decision's and scores' fixed realisations (frozen slots 1..fresh_repeats, 1..square_repeats)
     assert bb.queries == sum(n for n, _, _ in eng.calls)
-    R = SUITE_CFG.fresh_repeats
+    R = max(SUITE_CFG.fresh_repeats, SUITE_CFG.square_repeats)
     assert all(np.all(slots == 0) or (mode == "frozen" and np.all(slots == slots[0]) and 1 <= slots[0] <= R)
                for _, mode, slots in eng.calls)
-    assert any(mode == "frozen" and len(slots) and slots[0] == R for _, mode, slots in eng.calls)
+    assert any(mode == "frozen" and len(slots) and slots[0] == SUITE_CFG.fresh_repeats for _, mode, slots in eng.calls)
+    assert any(mode == "frozen" and len(slots) and slots[0] == SUITE_CFG.square_repeats for _, mode, slots in eng.calls)
     assert {mode for _, mode, _ in eng.calls} == {"frozen", "fresh"}
     # rows: every attack, the columns of the table, both noise modes
     attacks = {(r["attack"], r["model"], r["noise_mode"]) for r in res.rows}
     for expected in [("noise", "spiking", "frozen"), ("fgsm", "surrogate", "frozen"), ("fgsm", "spiking", "frozen"),
                      ("pgd", "spiking", "frozen"), ("pgd", "spiking", "fresh"), ("pgd-l2", "spiking", "frozen"),
                      ("hybrid", "spiking", "frozen"), ("hybrid", "spiking", "fresh"), ("hsja-l2", "spiking", "frozen"),
-                     ("eot-hybrid", "spiking", "fresh"), ("hsja-linf-fresh", "spiking", "fresh")]:
+                     ("eot-hybrid", "spiking", "fresh"), ("hsja-linf-fresh", "spiking", "fresh"),
+                     ("square", "spiking", "fresh"), ("square", "spiking", "frozen")]:
         assert expected in attacks
     for r in res.rows:
         assert set(SPIKING_COLUMNS) <= set(r), r
@@ -395,6 +397,7 @@ def test_suite_checks_pass_on_a_correct_run(clean_suite, linear_task):
     assert all(0 <= r["success_prob"] <= 1 for r in fresh if np.isfinite(r["success_prob"]))
     # the noise-averaged HopSkipJump: each decision is R charged simulations, within the budget
     (hsja_fresh,) = [r for r in fresh if r["attack"] == "hsja-linf-fresh"]
+    R = SUITE_CFG.fresh_repeats
     assert hsja_fresh["queries"] % R == 0 and hsja_fresh["queries"] <= R * SUITE_CFG.max_queries * N_SUITE
     assert m["hsja-linf-fresh_queries_per_image"] == pytest.approx(hsja_fresh["queries"] / N_SUITE, abs=0.1)
 
@@ -580,7 +583,8 @@ ATTACK_ARGS = ["--n", "8", "--set", "attack.eps=0,0.1", "--set", "attack.l2_eps=
                "--set", "attack.pgd_steps=5", "--set", "attack.hybrid_steps=5", "--set", "attack.fresh_repeats=1",
                "--set", "attack.decision=hsja-l2", "--set", "surrogate.n_calibration=40",
                "--set", "surrogate.n_fidelity=20", "--set", "surrogate.fit_steps=30", "--set", "engine.workers=1",
-               "--set", f"engine.batch_size={BATCH}", "--set", f"engine.chunks_per_run={CHUNKS}"]
+               "--set", f"engine.batch_size={BATCH}", "--set", f"engine.chunks_per_run={CHUNKS}",
+               "--set", "attack.square_iters=50"]
 
 ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct", "robust_acc", "mean_linf", "mean_l2",
                       "queries", "noise_mode", "success_prob"]
@@ -730,16 +734,24 @@ def test_fresh_votes_take_the_majority_and_score_ties_against_the_network():
 def test_square_on_noise_averaged_scores_charges_every_trial(linear_task):
     from dataclasses import replace
 
-    cfg = replace(SUITE_CFG, decision=(), square=True, square_iters=20, square_repeats=3, fresh_eps=(0.0, 0.1))
+    cfg = replace(SUITE_CFG, decision=(), decision_fresh=(), square=True, square_iters=20, square_repeats=3,
+                  fresh_eps=(0.0, 0.1))
     res, bb, eng = run_suite(linear_task, cfg)
     sq = [r for r in res.rows if r["attack"] == "square"]
     frozen = {r["eps"]: r for r in sq if r["noise_mode"] == "frozen"}
     fresh = {r["eps"]: r for r in sq if r["noise_mode"] == "fresh"}
-    assert set(frozen) == set(cfg.eps) and set(fresh) == {0.0, 0.1}
+    assert set(frozen) == set(fresh) == {0.0, 0.1}  # the fresh-noise budgets only
     assert frozen[0.1]["robust_acc"] < frozen[0.0]["robust_acc"]  # it finds adversarials on this problem
-    # the attack's queries: fresh-noise calls in multiples of square_repeats, all charged to the black box
+    # the attack's queries: every simulated trial charged to the black box, each on frozen slots 1..3
     assert frozen[0.1]["queries"] > 0 and res.metrics["square_queries_per_image"] > 0
     assert bb.queries == sum(n for n, _, _ in eng.calls)
+    # inputs scored before are answered from memory: the trials are the distinct inputs times the repeats
+    sq_calls = [(k, slots) for k, mode, slots in eng.calls if mode == "frozen" and len(slots) and slots.min() >= 1]
+    assert {int(s) for _, slots in sq_calls for s in slots} == {1, 2, 3}
+    sims = sum(k for k, _ in sq_calls)
+    assert sims % 3 == 0  # the metric is rounded to 0.1 per image
+    assert sims == pytest.approx(3 * res.metrics["square_score_evaluations_per_image"] * N_SUITE, abs=3 * 0.05 * N_SUITE)
+    assert res.metrics["square_score_evaluations_per_image"] < 3 * cfg.square_iters  # ART asks ~3 times per iteration
     assert res.metrics["checks_passed"], res.metrics["check_messages"]
 
 
@@ -760,3 +772,29 @@ def test_correct_suite_lists_passed_gradient_masking_checks(clean_suite):
     checks = clean_suite[0].metrics["checks"]
     assert checks and all(c["passed"] for c in checks if c["check"] == "gradient_masking")
     assert {c["subject"] for c in checks} >= {"pgd_margin vs noise_none", "hybrid_margin vs noise_none"}
+
+
+def test_noise_averaged_scores_simulate_each_input_once_and_charge_every_trial():
+    from attacks.spiking import NoiseAveragedScores
+
+    class Slotted:
+        """Scores that depend on the slot, so the average is over distinct realisations."""
+
+        def __init__(self):
+            self.queries, self.slots = 0, []
+
+        def scores(self, x, slot=0):
+            x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+            self.queries += len(x)
+            self.slots.append(slot)
+            return np.stack([x[:, 0] + 0.1 * slot, 1 - x[:, 0]], axis=1)
+
+    bb = Slotted()
+    avg = NoiseAveragedScores(bb, repeats=4)
+    a = np.array([[0.2, 0.0], [0.7, 1.0]], dtype=np.float32)
+    first = avg(a)
+    np.testing.assert_allclose(first[:, 0], a[:, 0] + 0.25)  # mean of slots 1..4: +0.1 * 2.5
+    assert bb.queries == 8 and sorted(set(bb.slots)) == [1, 2, 3, 4]
+    again = avg(np.concatenate([a, a[:1], np.array([[0.5, 0.5]], dtype=np.float32)]))
+    np.testing.assert_array_equal(again[:2], first)
+    assert bb.queries == 12 and avg.evaluations == 3  # only the new input was simulated (4 trials)
