@@ -39,6 +39,11 @@ class AttackConfig:
     trace_gap : robust-accuracy gap (MSE-PGD minus strong) that triggers the traces.
     trace_images : at most this many images are traced.
     batch_size : images per attack call; None chooses by model size.
+    apgd : run APGD (Croce & Hein 2020; ART's implementation, :mod:`attacks.apgd`), the white-box core
+        of AutoAttack, after every other attack and only on the images none of them fooled at that
+        eps (its rows count an image robust only if every attack of the suite failed).
+    apgd_losses : ``ce`` (APGD-CE) and ``dlr`` (APGD-DLR; skipped on two-class tasks).
+    apgd_steps, apgd_restarts : iterations per restart (100) and random restarts.
     square : run the score-based Square attack (Andriushchenko et al. 2020; ART's implementation,
         :mod:`attacks.square`) at every eps, L-inf; off by default (it costs two to three forward
         passes per image, eps and iteration: affordable for small models, not for the paper's widest).
@@ -68,6 +73,10 @@ class AttackConfig:
     trace_gap: float = 0.1
     trace_images: int = 100
     batch_size: int | None = None
+    apgd: bool = True
+    apgd_losses: tuple[str, ...] = ("ce", "dlr")
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
     square: bool = False
     square_iters: int = 1000
 
@@ -84,9 +93,15 @@ class AttackConfig:
         for loss in (*self.losses, *self.strong_losses):
             if loss not in LOSS_NAMES:
                 raise ValueError(f"unknown attack loss {loss!r} (known: {', '.join(LOSS_NAMES)})")
+        for loss in self.apgd_losses:
+            if loss not in ("ce", "dlr"):
+                raise ValueError(f"unknown APGD loss {loss!r} (known: ce, dlr)")
+        if self.apgd and not self.apgd_losses:
+            raise ValueError("attack.apgd_losses must name at least one loss")
         if self.strong and not self.strong_losses:
             raise ValueError("attack.strong_losses must name at least one loss")
-        for name in ("pgd_steps", "strong_steps", "strong_restarts", "trace_images", "square_iters"):
+        for name in ("pgd_steps", "strong_steps", "strong_restarts", "trace_images", "square_iters", "apgd_steps",
+                     "apgd_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"attack.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pgd_stepsize", "strong_rel_stepsize", "eps_step"):

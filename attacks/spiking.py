@@ -81,6 +81,9 @@ class SpikingAttackConfig:
     pgd_steps, pgd_rel_stepsize, restarts : PGD on the surrogate (random start each restart; FGSM is
         added as one more restart, so PGD is never weaker than FGSM on the surrogate, and the
         spiking ``pgd`` row takes per image the stronger of the two transferred examples).
+    apgd, apgd_steps : APGD-CE and APGD-DLR (Croce & Hein 2020, ART; :mod:`attacks.apgd`) on the
+        surrogate, ``apgd_steps`` iterations each, transferred to the spiking network like PGD (its
+        examples are also restarts of the hybrid).
     hybrid, hybrid_steps : the hybrid attack (margin loss).
     eot_hybrid : the hybrid steered by the noise-averaged decision (expectation over the noise,
         Athalye et al. 2018): an iterate is accepted, and stops, once the majority of
@@ -117,6 +120,8 @@ class SpikingAttackConfig:
     pgd_steps: int = 40
     pgd_rel_stepsize: float = 0.1     # step = 0.1 eps: 4 eps of travel over 40 steps (paper's 0.01 is too short a step here)
     restarts: int = 1
+    apgd: bool = True
+    apgd_steps: int = 100
     hybrid: bool = True
     hybrid_steps: int = 40
     eot_hybrid: bool = True
@@ -143,6 +148,8 @@ class SpikingAttackConfig:
         unknown = [d for d in (*self.decision, *self.decision_fresh) if d not in DECISION_ATTACKS]
         if unknown:
             raise ValueError(f"unknown decision-based attack {unknown[0]!r} (known: {', '.join(DECISION_ATTACKS)})")
+        if self.apgd_steps < 1:
+            raise ValueError(f"attack.apgd_steps must be >= 1, got {self.apgd_steps}")
         if self.pgd_steps < 1 or self.hybrid_steps < 1 or self.restarts < 1 or self.pgd_rel_stepsize <= 0:
             raise ValueError("attack.pgd_steps, hybrid_steps, restarts >= 1 and pgd_rel_stepsize > 0 are required")
         if self.square_iters < 1 or self.square_repeats < 1:
@@ -445,6 +452,24 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
                 rows += _fresh_rows(bb, ev_s, x, y, cfg, {r["eps"]: r for r in rows[-len(ev_s.rows):]})
             tick(f"{kind}/{loss}")
 
+    # -- APGD (AutoAttack's white-box core) on the surrogate, transferred like PGD
+    if cfg.apgd:
+        from attacks.apgd import APGD
+
+        losses = ["ce"] + (["dlr"] if surrogate_classes(surrogate, x) >= 3 else [])
+        loss = "+".join(losses)
+        ev = evaluate_attack([APGD(loss=l, steps=cfg.apgd_steps, batch_size=max(n, 1)) for l in losses], sur_fmodel,
+                             sur_labels, x, y, cfg.eps, model="surrogate", attack="apgd", loss=loss, seed=seed,
+                             prune=False, batch_size=n, extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
+        ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
+        rows += frozen_rows(ev, norm="linf", source="surrogate")
+        evaluations[f"surrogate:apgd_{loss}"] = ev
+        ev_s = _reevaluate(ev, bb.labels, x, y, model="spiking")
+        rows += frozen_rows(ev_s, norm="linf", source="surrogate", queries_per_image=len(ev.epsilons))
+        evaluations[f"apgd_{loss}"] = ev_s
+        transfer_rows(ev, "spiking", bb.labels, "apgd", loss, "surrogate")
+        tick("apgd")
+
     if cfg.pgd_l2 and cfg.l2_eps:
         atk = [L2PGD(loss="margin", steps=cfg.pgd_steps) for _ in range(cfg.restarts)]
         ev = evaluate_attack(atk, sur_fmodel, sur_labels, x, y, cfg.l2_eps, model="surrogate", attack="pgd-l2",
@@ -486,7 +511,8 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         # image the strongest of them (so hybrid is never weaker than transfer by construction of
         # its restarts; the check then only catches a broken evaluation)
         own = ev
-        for key in ("pgd_margin", "transfer-rate_margin", "transfer-mlp_margin"):
+        for key in ("pgd_margin", *[k for k in evaluations if k.startswith("apgd_")], "transfer-rate_margin",
+                    "transfer-mlp_margin"):
             if key in evaluations:
                 ev = _stronger(ev, evaluations[key], x)
         # ... and a broken steering (e.g. a hybrid that never moves) is still caught: its own
@@ -705,7 +731,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     # gradient masking (paired, per image, exact McNemar): uniform noise, Square or a transfer from
     # another model fooling significantly more images than the surrogate's gradient attacks, or noise /
     # Square beating the hybrid (which contains the transfers, so they are not compared with it)
-    grad = [k for k in evaluations if k.split("_")[0] in ("fgsm", "pgd")]
+    grad = [k for k in evaluations if k.split("_")[0] in ("fgsm", "pgd", "apgd")]
     free = [k for k in evaluations if k in ("noise_none", "square_none") or k.startswith("transfer-")]
     masking, outcomes = check_gradient_masking(evaluations, gradient=grad, gradient_free=free)
     m2, o2 = check_gradient_masking(evaluations, gradient=[k for k in ("hybrid_margin",) if k in evaluations],
@@ -746,6 +772,12 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         examples[f"{key}.eps"] = np.asarray(ev.epsilons)
         examples[f"{key}.x_adv"] = ev.adversarial[:, :10]
     return SpikingSuiteResult(rows, transfer, decision, examples, metrics)
+
+
+def surrogate_classes(surrogate, x: np.ndarray) -> int:
+    """Number of classes the surrogate scores (one forward pass)."""
+    with torch.no_grad():
+        return int(surrogate(torch.tensor(np.asarray(x[:1], dtype=np.float32))).shape[1]) if len(x) else 0
 
 
 def tie_flags(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

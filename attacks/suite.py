@@ -19,6 +19,11 @@ Cheap first: with ``strong_after_cheap`` (default) the strong evaluation runs la
 each eps, the images an earlier attack of the suite already fooled there (re-checked once with
 ``predict``), so its cost goes to the images that are still undecided.
 
+AutoAttack's white-box core: APGD-CE and APGD-DLR (Croce & Hein 2020, ART's implementation,
+``attack.apgd``, 100 iterations) run last, on the images no earlier attack fooled at that eps. The
+strong PGD stays beside it for what APGD lacks: the Carlini-Wagner margin loss and the eps sweep
+continued until robust accuracy <= 1%.
+
 Worst case: rows with attack ``worst`` (loss ``all``) count an image as robust only if it
 survived every attack above at that eps.
 
@@ -73,7 +78,16 @@ class SuiteResult:
 def plan_size(cfg: AttackConfig) -> int:
     """Number of (attack, eps) cells the suite runs before any extension of the strong sweep."""
     per_loss = int(cfg.fgsm) + int(cfg.pgd)
-    return len(cfg.eps) * (int(cfg.noise) + per_loss * len(cfg.losses) + int(cfg.square) + int(cfg.strong))
+    return len(cfg.eps) * (int(cfg.noise) + per_loss * len(cfg.losses) + int(cfg.square) + int(cfg.strong)
+                           + int(cfg.apgd))
+
+
+def _logits(fmodel: Any, x: np.ndarray):
+    import eagerpy as ep
+
+    from attacks.evaluate import _to_model_input
+
+    return ep.astensor(fmodel(_to_model_input(fmodel, np.asarray(x, dtype=np.float32)))).numpy()
 
 
 def _strong_attacks(cfg: AttackConfig) -> list:
@@ -125,6 +139,18 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
             known=[ev for ev in evals.values()] if cfg.strong_after_cheap else (),
             extra={"steps": cfg.strong_steps, "stepsize": float("nan"), "rel_stepsize": cfg.strong_rel_stepsize})
 
+    if cfg.apgd:
+        # AutoAttack's white-box core, last: only the images no attack above fooled at that eps
+        from attacks.apgd import APGD
+
+        n_classes = int(np.asarray(_logits(fmodel, x[:1])).shape[1]) if len(x) else 0
+        losses = [loss for loss in cfg.apgd_losses if loss != "dlr" or n_classes >= 3]
+        if losses:
+            run("apgd/" + "+".join(losses),
+                [APGD(loss=loss, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, batch_size=bs) for loss in losses],
+                "apgd", "+".join(losses), known=list(evals.values()),
+                extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
+
     rows = [row for ev in evals.values() for row in ev.rows]
     if len(evals) > 1:
         rows += worst_case(list(evals.values()), x, model=model, seed=seed)
@@ -137,7 +163,7 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     outcomes: list = []
     for msgs, outs in (
         check_dominance(evals, [(f"pgd/{loss}", f"fgsm/{loss}") for loss in cfg.losses]),
-        check_gradient_masking(evals, gradient=[k for k in evals if k.split("/")[0] in ("fgsm", "pgd", "strong")],
+        check_gradient_masking(evals, gradient=[k for k in evals if k.split("/")[0] in ("fgsm", "pgd", "strong", "apgd")],
                                gradient_free=[k for k in evals if k.startswith(("noise/", "square/"))]),
         check_budget("strong", evals.get("strong")),
     ):

@@ -363,7 +363,7 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
                 if progress:
                     from tqdm.auto import tqdm
 
-                    n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.pgd_l2 \
+                    n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.apgd + acfg.pgd_l2 \
                         + len(transfer_models) + acfg.hybrid + acfg.eot_hybrid + acfg.square + len(acfg.decision) \
                         + len(acfg.decision_fresh)
                     bar = tqdm(total=n_steps, desc="spiking attacks", unit="attack")

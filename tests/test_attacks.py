@@ -310,7 +310,7 @@ def test_suite_writes_every_attack_and_records_evidence(trained):
                        trace_gap=-1.0, trace_images=10)
     res = run_suite(fmodel, predict, x, y, cfg, model="rate", seed=0, batch_size=30)
     combos = {(r["attack"], r["loss"]) for r in res.rows}
-    assert combos == {("noise", "none"), ("strong", "margin+ce"), ("worst", "all")} | {
+    assert combos == {("noise", "none"), ("strong", "margin+ce"), ("apgd", "ce+dlr"), ("worst", "all")} | {
         (a, l) for a in ("fgsm", "pgd") for l in LOSS_NAMES}
     assert res.checks_passed and res.metrics["checks_passed"] is True and res.metrics["check_messages"] == []
     strong = [r for r in res.rows if r["attack"] == "strong"]
@@ -357,6 +357,8 @@ def test_traced_pgd_records_one_row_per_step(trained):
     ({"losses": ["mse", "hinge"]}, "unknown attack loss 'hinge'"),
     ({"strong_restarts": 0}, "attack.strong_restarts must be >= 1"),
     ({"n": 0}, "attack.n must be >= 1"),
+    ({"apgd_losses": ["ce", "margin"]}, "unknown APGD loss 'margin'"),
+    ({"apgd_steps": 0}, "attack.apgd_steps must be >= 1"),
 ])
 def test_attack_config_rejects_bad_values(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -377,3 +379,51 @@ def test_strong_pgd_fools_every_image_plain_pgd_fools_from_the_same_start(traine
         fooled[cls] = predict(adv) != y
     assert not (fooled[PGD] & ~fooled[StrongPGD]).any()
     assert fooled[StrongPGD].sum() >= fooled[PGD].sum() > 0
+
+
+# ----------------------------------------------------------------------------- APGD (AutoAttack's white-box core)
+def test_apgd_is_at_least_as_strong_as_plain_pgd_and_respects_eps(trained):
+    """APGD-CE and APGD-DLR (ART) with 30 iterations against the paper's 40-step PGD, on the same
+    images, paired: APGD must not be significantly weaker (it is the stronger attack in the
+    literature), and it must break most images at a budget where PGD does."""
+    from attacks.apgd import APGD
+    from attacks.stats import mcnemar
+
+    _, fmodel, predict, x, y = trained
+    eps = (0.0, 0.05, 0.1)
+    pgd = evaluate_attack(PGD(loss="ce", steps=40, abs_stepsize=0.01), fmodel, predict, x, y, eps, model="rate",
+                          attack="pgd", loss="ce", seed=3)
+    apgd = evaluate_attack([APGD(loss="ce", steps=30), APGD(loss="dlr", steps=30)], fmodel, predict, x, y, eps,
+                           model="rate", attack="apgd", loss="ce+dlr", seed=3)
+    assert not check_rows(apgd.rows)  # within eps and [0, 1]
+    for k in (1, 2):
+        t = mcnemar(apgd.correct[k], pgd.correct[k])  # only_a: robust under APGD, fooled by PGD
+        assert not (t.only_a > t.only_b and t.p_value < 0.05), (k, t)
+    assert apgd.rows[2]["robust_acc"] <= pgd.rows[2]["robust_acc"] + 0.05
+    assert apgd.rows[2]["robust_acc"] < 0.5 * apgd.rows[0]["robust_acc"]  # not vacuous: it breaks images
+
+
+def test_apgd_explains_what_it_cannot_attack(trained):
+    from attacks.apgd import APGD
+
+    _, fmodel, _, x, y = trained
+    black_box = fb.models.NumPyModel(lambda a: np.zeros((len(a), 10)), bounds=(0, 1))
+    with pytest.raises(TypeError, match="PyTorchModel"):
+        APGD()(black_box, x[:2], y[:2], epsilons=[0.1])
+    with pytest.raises(ValueError, match="loss"):
+        APGD(loss="margin")
+    two = fb.PyTorchModel(torch.nn.Linear(x.shape[1], 2).eval(), bounds=(0, 1))
+    with pytest.raises(ValueError, match="three classes"):
+        APGD(loss="dlr")(two, torch.from_numpy(x[:2]), torch.from_numpy(y[:2] % 2), epsilons=[0.1])
+
+
+def test_suite_skips_apgd_dlr_on_two_classes():
+    rng = np.random.default_rng(1)
+    net = torch.nn.Linear(6, 2)
+    fmodel = fb.PyTorchModel(net.eval(), bounds=(0, 1))
+    x = rng.uniform(0.2, 0.8, (20, 6)).astype(np.float32)
+    y = net(torch.from_numpy(x)).argmax(1).numpy()
+    predict = lambda a: net(torch.tensor(np.asarray(a, np.float32))).argmax(1).numpy()  # noqa: E731
+    cfg = AttackConfig(n=20, eps=(0.0, 0.1), fgsm=False, pgd=False, strong=False, apgd_steps=10)
+    res = run_suite(fmodel, predict, x, y, cfg, model="rate")
+    assert {(r["attack"], r["loss"]) for r in res.rows} >= {("apgd", "ce")}
