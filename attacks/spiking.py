@@ -83,7 +83,8 @@ class SpikingAttackConfig:
         spiking ``pgd`` row takes per image the stronger of the two transferred examples).
     apgd, apgd_steps : APGD-CE and APGD-DLR (Croce & Hein 2020, ART; :mod:`attacks.apgd`) on the
         surrogate, ``apgd_steps`` iterations each, transferred to the spiking network like PGD (its
-        examples are also restarts of the hybrid).
+        examples are also restarts of the hybrid); the surrogate is deterministic, so an image it
+        fooled at one eps is carried to the larger ones instead of attacked again.
     hybrid, hybrid_steps : the hybrid attack (margin loss).
     eot_hybrid : the hybrid steered by the noise-averaged decision (expectation over the noise,
         Athalye et al. 2018): an iterate is accepted, and stops, once the majority of
@@ -460,7 +461,8 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         loss = "+".join(losses)
         ev = evaluate_attack([APGD(loss=l, steps=cfg.apgd_steps, batch_size=max(n, 1)) for l in losses], sur_fmodel,
                              sur_labels, x, y, cfg.eps, model="surrogate", attack="apgd", loss=loss, seed=seed,
-                             prune=False, batch_size=n, extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
+                             prune=True, recheck=False, batch_size=n,
+                             extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
         ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
         rows += frozen_rows(ev, norm="linf", source="surrogate")
         evaluations[f"surrogate:apgd_{loss}"] = ev

@@ -22,7 +22,7 @@ SPIKING_ATTACK = ["--n", "60", "--set", "attack.eps=0,0.1,0.2",
                   "--set", "attack.l2_eps=0.5,1,2", "--set", "attack.losses=margin", "--set", "attack.decision=hsja-l2",
                   "--set", "attack.decision_n=20", "--set", "attack.max_queries=300", "--set", "attack.fresh_repeats=3",
                   "--set", "attack.decision_fresh=[]", "--set", "attack.fresh_eps=0,0.1,0.2",
-                  "--set", "surrogate.n_calibration=300"]
+                  "--set", "attack.apgd=false", "--set", "surrogate.n_calibration=300"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
