@@ -66,6 +66,9 @@ class APGD:
     def __call__(self, fmodel: Any, inputs: Any, labels: Any, *, epsilons):
         import eagerpy as ep
         import torch
+        from attacks.square import art_data_path
+
+        art_data_path()
         from art.attacks.evasion import AutoProjectedGradientDescent
         from art.estimators.classification import PyTorchClassifier
 

@@ -18,6 +18,15 @@ from typing import Any
 
 import numpy as np
 
+def art_data_path() -> None:
+    """ART makes its data folder on import (``~/.art/data`` by default): keep it in the project's cache."""
+    import os
+
+    from core.paths import cache_dir
+
+    os.environ.setdefault("ART_DATA_PATH", str(cache_dir("art")))
+
+
 __all__ = ["Square"]
 
 
@@ -56,6 +65,7 @@ class Square:
 
     def __call__(self, fmodel: Any, inputs: Any, labels: Any, *, epsilons):
         import eagerpy as ep
+        art_data_path()
         from art.attacks.evasion import SquareAttack
         from art.estimators.classification import BlackBoxClassifierNeuralNetwork
 
