@@ -116,6 +116,21 @@ static void work_free(work_t *w)
     free(w->pc_v); free(w->pc_g); free(w->sp_mf); free(w->sp_grc); free(w->sp_goc); free(w->sp_mli); free(w->sp_pc);
 }
 
+/* Golgi cells and interneurons: Brian2 2.9.0's exponential-Euler code for
+   dv/dt = (v_rest + drive - v - a) / tau, da/dt = -a / tau_ahp, with its loop invariants l1..l5 */
+static inline void pacemaker_step(double *restrict v, double *restrict a, int64_t n, double l1, double l2,
+                                  double l3, double l4, double l5)
+{
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        const double av = a[i], vv = v[i];
+        const double _a = l1 * av;
+        const double _BA_v = l2 * (l3 + (l4 * (-av)));
+        const double _v = (-_BA_v) + (l5 * (_BA_v + vv));
+        a[i] = _a; v[i] = _v;
+    }
+}
+
 /* One window of one query, from the start state; counts (may be NULL) are added to. */
 static void simulate(const int64_t *n, const double *c, void *const *a, work_t *w, const double *rates,
                      int64_t slot, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc)
@@ -170,20 +185,8 @@ static void simulate(const int64_t *n, const double *c, void *const *a, work_t *
             grc_g[i] = g_goc;
             grc_v[i] = v;
         }
-        for (i = 0; i < n_goc; i++) {
-            const double av = goc_a[i], vv = goc_v[i];
-            const double _a = goc_l1 * av;
-            const double _BA_v = goc_l2 * (goc_l3 + (goc_l4 * (-av)));
-            const double _v = (-_BA_v) + (goc_l5 * (_BA_v + vv));
-            goc_a[i] = _a; goc_v[i] = _v;
-        }
-        for (i = 0; i < n_mli; i++) {
-            const double av = mli_a[i], vv = mli_v[i];
-            const double _a = mli_l1 * av;
-            const double _BA_v = mli_l2 * (mli_l3 + (mli_l4 * (-av)));
-            const double _v = (-_BA_v) + (mli_l5 * (_BA_v + vv));
-            mli_a[i] = _a; mli_v[i] = _v;
-        }
+        pacemaker_step(goc_v, goc_a, n_goc, goc_l1, goc_l2, goc_l3, goc_l4, goc_l5);
+        pacemaker_step(mli_v, mli_a, n_mli, mli_l1, mli_l2, mli_l3, mli_l4, mli_l5);
         for (i = 0; i < n_pc; i++) {
             const double drive = pc_drive[i];
             double g_mli = pc_g[i];
