@@ -53,7 +53,8 @@ def test_train_then_attack_writes_a_checked_robustness_table(trained_run, tmp_pa
     assert header.startswith(COLUMNS + ",")
     rows = read_csv(arun / "robustness.csv")
     assert {(r["attack"], r["loss"]) for r in rows} == {("noise", "none"), ("pgd", "mse"), ("pgd", "ce"),
-                                                        ("pgd", "margin"), ("strong", "margin+ce"), ("worst", "all")}
+                                                        ("pgd", "margin"), ("strong", "margin+ce"), ("apgd", "ce+dlr"),
+                                                        ("worst", "all")}
     assert all(r["n"] == 50 for r in rows)
     assert {r["eps"] for r in rows if r["attack"] == "pgd"} == {0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3}
     metrics = json.loads((arun / "metrics.json").read_text())
@@ -84,7 +85,8 @@ def test_failed_checks_are_printed_and_recorded(trained_run, tmp_path, capsys, m
 
     monkeypatch.setattr(suite, "uniform_noise", IgnoresEps)
     code = main(["attack", "-q", "--run", str(trained_run), "--n", "20", "--out", str(tmp_path), "--set",
-                 "attack.fgsm=false", "--set", "attack.pgd=false", "--set", "attack.strong=false"])
+                 "attack.fgsm=false", "--set", "attack.pgd=false", "--set", "attack.strong=false", "--set",
+                 "attack.apgd=false"])
     assert code == 1
     out = capsys.readouterr().out
     assert "checks: 6 FAILED" in out and "FAILED: rate noise/none eps=0.05: perturbation 0.1 exceeds eps" in out
