@@ -394,12 +394,15 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
     if marked:
         log.warning("%d run(s) left 'running' by a dead process marked interrupted; they are redone", len(marked))
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # seed by seed (a study stopped part-way holds every configuration at the first seeds, which is
+    # what a study spread over several sessions needs), the most expensive jobs first within a seed
+    seed_rank = {s: i for i, s in enumerate(dict.fromkeys(j["seed"] for j in study["jobs"]))}
     todo = sorted(
         ({**job, "out": out, "force": force, "attack": study["attack"], "spiking_attack": study.get("spiking_attack"),
           "threads": threads, "worker": jobs > 1 or executor == "dask",
           "train_experiment": study["train_experiment"], "attack_experiment": study["attack_experiment"]}
          for job in study["jobs"]),
-        key=job_cost, reverse=True,
+        key=lambda job: (seed_rank[job["seed"]], -job_cost(job)),
     )
     config = {"name": study["name"], "description": study["description"], "attack": study["attack"],
               "spiking_attack": study.get("spiking_attack"),

@@ -59,11 +59,13 @@ network's rates on calibration inputs (:func:`calibrate`)::
 Every connection but the PF-PC weights (dense, ``(n_grc, n_pc)``) is a sparse CSR matrix, so a
 surrogate of hundreds of thousands of granule cells holds no ``(n_grc, n_goc)`` table.
 
-The Golgi-granule loop is solved as a fixed point (damped iteration without gradient to
-convergence, then a few iterations with gradient from the converged point: the gradient of a
-contractive fixed point, truncated). The iteration starts from the previous call's solution when
-the batch has the same size (successive attack steps change the input little); results then
-depend on the call history only below the tolerance ``fp_tol_hz``. The interneurons and Purkinje
+The Golgi-granule loop is solved as a fixed point (damped iteration with Anderson mixing, without
+gradient, to convergence; then, when a gradient is wanted, a few damped iterations with gradient
+from the converged point: the gradient of a contractive fixed point, truncated). The iteration,
+and the root search of each pacemaker's rate, start from the previous call's solution when the
+batch has the same size (successive attack steps change the input little); results then depend
+on the call history only below the tolerances ``fp_tol_hz`` and ``ROOT_TOL_HZ``
+(:meth:`CerebellumSurrogate.reset_warm` forgets it). The interneurons and Purkinje
 cells are feed-forward from the granule rates. ``forward`` returns logits ``scores / temperature_hz``.
 """
 from __future__ import annotations
@@ -88,7 +90,8 @@ OLD_FORMATS = ("cerebellum-surrogate-v1",)
 POPS = ("grc", "goc", "mli", "pc")
 _GL_NODES = 48
 ROOT_TOL_HZ = 1e-11   # residual (or bracket) of the self-consistent AHP rates
-ROOT_MAX_ITERS = 100  # Illinois iterations at most (about 10 are needed)
+ROOT_MAX_ITERS = 100  # safeguarded Newton iterations at most (5-8 are needed)
+_FD_MV = 1e-6         # step (mV) of the backward difference that gives F' in the root search
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ U_MAX = 20.0        # threshold more than 20 sigma above the mean: silent (rate 
 B_MIN = -20.0       # threshold more than 20 sigma below the mean: deterministic (noise-free) LIF
 LOGC_RANGE = (math.log(0.01), math.log(100.0))
 _TABLE: torch.Tensor | None = None
+# grid_sample coordinates in [-1, 1] as one multiply-add: log c -> x, b -> y
+_GX = (2 / (LOGC_RANGE[1] - LOGC_RANGE[0]), -2 * LOGC_RANGE[0] / (LOGC_RANGE[1] - LOGC_RANGE[0]) - 1)
+_GY = (2 / (U_MAX - B_MIN), -2 * B_MIN / (U_MAX - B_MIN) - 1)
 
 
 def siegert_exact(b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -172,19 +178,24 @@ def siegert_rate(mu: torch.Tensor, sigma: torch.Tensor, tau_s: float | torch.Ten
     sigma = sigma.clamp_min(1e-6)
     b = (v_th - mu) / sigma
     c = (v_th - v_reset) / sigma
-    logc = torch.log(c).clamp(*LOGC_RANGE)
-    gx = 2 * (logc - LOGC_RANGE[0]) / (LOGC_RANGE[1] - LOGC_RANGE[0]) - 1
-    gy = 2 * (b.clamp(B_MIN, U_MAX) - B_MIN) / (U_MAX - B_MIN) - 1
-    grid = torch.stack([gx, gy], -1).reshape(1, 1, -1, 2)
-    table = _table().to(mu.dtype)
-    log_tnu = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True).reshape(mu.shape)
-    c_max, b_in = math.exp(LOGC_RANGE[1]), b.clamp(max=U_MAX)
-    beyond = torch.log((torch.clamp(c, min=c_max) - b_in) / (c_max - b_in))  # 0 unless c > c_max
-    rate = 1.0 / ((torch.exp(-log_tnu) + beyond) * tau_s)
-    b_det = b.clamp(max=B_MIN)
-    det = 1.0 / (tau_s * torch.log((c - b_det) / -b_det))
-    rate = torch.where(b < B_MIN, det, rate)
-    return torch.where(b > U_MAX, torch.zeros_like(rate), rate)
+    gx = torch.log(c).clamp(*LOGC_RANGE) * _GX[0] + _GX[1]
+    grid = torch.stack([gx, b.clamp(B_MIN, U_MAX) * _GY[0] + _GY[1]], -1)
+    table = _table() if mu.dtype == torch.float64 else _table().to(mu.dtype)
+    log_tnu = F.grid_sample(table, grid.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                            align_corners=True).reshape(mu.shape)
+    inv = torch.exp(-log_tnu)  # 1 / (tau nu) inside the grid
+    # the branches below change nothing where no element needs them (the common case), so each is
+    # computed only when some element does (one comparison instead of several full-size operations)
+    c_max = math.exp(LOGC_RANGE[1])
+    if bool((c > c_max).any()):
+        b_in = b.clamp(max=U_MAX)
+        inv = inv + torch.log((torch.clamp(c, min=c_max) - b_in) / (c_max - b_in))  # 0 where c <= c_max
+    rate = 1.0 / (inv * tau_s)
+    if bool((b < B_MIN).any()):
+        b_det = b.clamp(max=B_MIN)
+        det = 1.0 / (tau_s * torch.log((c - b_det) / -b_det))
+        rate = torch.where(b < B_MIN, det, rate)
+    return torch.where(b > U_MAX, 0.0, rate)
 
 
 # ----------------------------------------------------------------------------- connections
@@ -249,8 +260,15 @@ class CerebellumSurrogate(nn.Module):
         if params:
             p.update({k: tuple(float(v) for v in val) for k, val in params.items()})
         self._warm: torch.Tensor | None = None
+        self._root_warm: dict[str, torch.Tensor] = {}
         self.params = nn.ParameterDict({pop: nn.Parameter(torch.tensor(p[pop], dtype=f64), requires_grad=False)
                                         for pop in POPS})
+
+    def reset_warm(self) -> None:
+        """Forget the previous call's solutions (Golgi fixed point, pacemaker roots): the next call
+        starts cold, so its result does not depend on the calls before it even below the tolerances."""
+        self._warm = None
+        self._root_warm = {}
 
     # -- the transfer function of each population
     def _f(self, pop: str, mu: torch.Tensor, sigma: torch.Tensor, tau_s: float | torch.Tensor) -> torch.Tensor:
@@ -270,40 +288,57 @@ class CerebellumSurrogate(nn.Module):
         """The self-consistent rate ``r = F_pop(mu0 - ahp_mv_s r, sigma)`` of an adaptive pacemaker
         (``ahp_mv_s = ahp tau_ahp``, mV s: the mean AHP per Hz), every cell at once.
 
-        ``h(r) = r - F(mu0 - ahp_mv_s r)`` rises with ``r``, is ``<= 0`` at 0 and ``>= 0`` at
-        ``F(mu0)``: the Illinois method (false position that keeps the bracket; Dowell & Jarratt
-        1971, BIT 11:168) on that bracket without gradient until ``|h|`` or the bracket is below
-        ``ROOT_TOL_HZ`` (the bracket also ends the search where ``F`` steps, as at the edge of the
-        Siegert table). The root then gets the implicit gradient ``dF / (1 + ahp_mv_s F')`` (a
-        Newton step whose value part is dropped: the value stays the bracketed root).
+        ``h(r) = r - F(mu0 - ahp_mv_s r)`` rises with ``r`` (``h' = 1 + ahp_mv_s F' >= 1``), is
+        ``<= 0`` at 0 and ``>= 0`` at ``F(mu0)``: Newton's method from ``r = 0`` (or from the
+        previous call's root) without gradient, with ``F'`` from a backward
+        difference (both points in one evaluation), safeguarded by the bracket of the points seen
+        (first ``[0, F(mu0)]``; a step that leaves it, or that does not halve ``|h|``, is replaced by
+        the bracket's midpoint), until ``|h|`` or the bracket is below ``ROOT_TOL_HZ`` (the bracket also ends the
+        search where ``F`` steps, as at the edge of the Siegert table). About 5-8 evaluations per
+        call, against ~35 for false position from the bracket ``[0, F(mu0)]``, whose upper end is
+        thousands of Hz for a pacemaker without its AHP. The root then gets the implicit gradient
+        ``dF / (1 + ahp_mv_s F')`` (a Newton step whose value part is dropped: the value stays the
+        root found).
         """
         def f(mu):
             return self._f(pop, mu, sigma, tau_s)
 
         with torch.no_grad():
-            lo, hi = torch.zeros_like(mu0), f(mu0)
-            h_lo, h_hi = -hi, hi - f(mu0 - ahp_mv_s * hi)
-            last = torch.zeros_like(mu0)  # which end moved last: +1 the upper, -1 the lower
-            r = lo
+            m0 = mu0.reshape(-1)
+            sg = sigma.expand_as(mu0).reshape(-1)
+            slope = torch.zeros_like(m0)
+            # start from the previous call's root for this population when it has the same shape
+            # (successive attack steps, or fit steps, move the root little): 2-4 iterations
+            warm = self._root_warm.get(pop)
+            r = warm.clone() if warm is not None and warm.shape == m0.shape and warm.dtype == m0.dtype \
+                else torch.zeros_like(m0)
+            lo, hi = torch.zeros_like(m0), self._f(pop, m0, sg, tau_s)  # the root lies in [0, F(mu0)]
+            r = torch.minimum(r, hi)
+            prev = torch.full_like(m0, math.inf)
+            act = torch.arange(m0.numel())  # the elements not yet converged (only these are evaluated)
             for _ in range(ROOT_MAX_ITERS):
-                span = h_hi - h_lo
-                r = torch.where(span > 0, (lo * h_hi - hi * h_lo) / span.clamp_min(1e-300), 0.5 * (lo + hi))
-                h = r - f(mu0 - ahp_mv_s * r)
-                up = h > 0  # the root lies below r
-                # Illinois: an end kept twice in a row has its residual halved (no one-sided stall)
-                h_lo = torch.where(up & (last > 0), 0.5 * h_lo, h_lo)
-                h_hi = torch.where(~up & (last < 0), 0.5 * h_hi, h_hi)
-                hi, h_hi = torch.where(up, r, hi), torch.where(up, h, h_hi)
-                lo, h_lo = torch.where(up, lo, r), torch.where(up, h_lo, h)
-                last = torch.where(up, 1.0, -1.0)
-                if not h.numel() or bool(torch.all((h.abs() < ROOT_TOL_HZ) | (hi - lo < ROOT_TOL_HZ))):
+                if not act.numel():
                     break
-            r = r.detach()
+                ra, la, ha = r[act], lo[act], hi[act]
+                mu = m0[act] - ahp_mv_s * ra
+                k = mu.numel()
+                both = self._f(pop, torch.cat([mu, mu - _FD_MV]), sg[act].repeat(2), tau_s)
+                fr = both[:k]
+                sa = ((fr - both[k:]) / _FD_MV).clamp_min(0.0)  # F' (Hz/mV)
+                h = ra - fr
+                up = h > 0  # the root lies below r
+                ha, la = torch.where(up, ra, ha), torch.where(up, la, ra)
+                done = (h.abs() < ROOT_TOL_HZ) | (ha - la < ROOT_TOL_HZ)
+                step = ra - h / (1.0 + ahp_mv_s * sa)
+                ok = (step > la) & (step < ha) & (h.abs() <= 0.5 * prev[act])  # (False where step is NaN)
+                nxt = torch.where(done, ra, torch.where(ok, step, 0.5 * (la + ha)))
+                r[act], slope[act], lo[act], hi[act], prev[act] = nxt, sa, la, ha, h.abs()
+                act = act[~done]
+            self._root_warm[pop] = r.clone()
+            r, slope = r.reshape(mu0.shape), slope.reshape(mu0.shape)
         if not (torch.is_grad_enabled() and (mu0.requires_grad or sigma.requires_grad
                                              or self.params[pop].requires_grad)):
             return r
-        mu_r = (mu0 - ahp_mv_s * r).detach().requires_grad_(True)
-        slope = torch.autograd.grad(f(mu_r).sum(), mu_r)[0].detach().clamp_min(0.0)  # F' at the root (Hz/mV)
         at_root = f(mu0 - ahp_mv_s * r)
         return r + (at_root - at_root.detach()) / (1.0 + ahp_mv_s * slope)
 
@@ -334,31 +369,42 @@ class CerebellumSurrogate(nn.Module):
 
     def goc_rates(self, r_mf: torch.Tensor, r_grc: torch.Tensor) -> torch.Tensor:
         """Golgi rates ``(n, n_goc)`` driven by ``r_mf`` and ``r_grc``, self-consistent with their AHP."""
+        return self._goc(_project(self.mf_goc, r_mf), _project(self.grc_goc, r_grc))
+
+    def _goc(self, mf_in: torch.Tensor, pf_in: torch.Tensor) -> torch.Tensor:
+        """Golgi rates from the summed mossy-fibre and parallel-fibre rates onto each cell (Hz)."""
         cfg = self.cfg
         tau = cfg.goc_tau_m_ms * 1e-3
-        mf_in, pf_in = _project(self.mf_goc, r_mf), _project(self.grc_goc, r_grc)
         mu0 = cfg.goc_v_rest_mv + cfg.goc_drive_mv + tau * (cfg.w_mf_goc_mv * mf_in + cfg.w_grc_goc_mv * pf_in)
         sigma = torch.sqrt(tau * (cfg.w_mf_goc_mv ** 2 * mf_in + cfg.w_grc_goc_mv ** 2 * pf_in) + 1e-6)
         return self._adapting("goc", mu0, sigma, tau, cfg.goc_ahp_mv * cfg.goc_tau_ahp_ms * 1e-3)
 
     def mli_rates(self, r_grc: torch.Tensor) -> torch.Tensor:
         """Interneuron rates ``(n, n_mli)`` driven by ``r_grc``, self-consistent with their AHP."""
+        return self._mli(_project(self.grc_mli, r_grc))
+
+    def _mli(self, pf_in: torch.Tensor) -> torch.Tensor:
+        """Interneuron rates from the summed parallel-fibre rates onto each cell (Hz)."""
         cfg = self.cfg
         tau = cfg.mli_tau_m_ms * 1e-3
-        pf_in = _project(self.grc_mli, r_grc)
         mu0 = cfg.mli_v_rest_mv + cfg.mli_drive_mv + tau * cfg.w_pf_mli_mv * pf_in
         sigma = torch.sqrt(tau * cfg.w_pf_mli_mv ** 2 * pf_in + 1e-6)
         return self._adapting("mli", mu0, sigma, tau, cfg.mli_ahp_mv * cfg.mli_tau_ahp_ms * 1e-3)
 
     def pc_rates(self, r_grc: torch.Tensor, r_mli: torch.Tensor) -> torch.Tensor:
         """Purkinje rates ``(n, n_pc)`` under granule rates ``r_grc`` and interneuron rates ``r_mli``."""
+        return self._pc(_project(self.mli_pc, r_mli), r_grc @ self.w, r_grc @ self.w_sq)
+
+    def _pc(self, mli_in: torch.Tensor, pf_in: torch.Tensor, pf_sq: torch.Tensor) -> torch.Tensor:
+        """Purkinje rates from the summed (weighted) interneuron rates and PF drives ``sum_j w_ji r_j``
+        and ``sum_j w_ji^2 r_j`` onto each cell."""
         cfg = self.cfg
-        g = cfg.g_mli_pc * cfg.tau_mli_pc_ms * 1e-3 * _project(self.mli_pc, r_mli)
+        g = cfg.g_mli_pc * cfg.tau_mli_pc_ms * 1e-3 * mli_in
         tau = cfg.pc_tau_m_ms * 1e-3 / (1.0 + g)
         v_inf = (cfg.pc_e_leak_mv + self.pc_drive + g * cfg.pc_e_gaba_mv) / (1.0 + g)
         j = cfg.j_pf_scaled_mv
-        mu = v_inf + tau * j * (r_grc @ self.w)
-        sigma = torch.sqrt(tau * j ** 2 * (r_grc @ self.w_sq) + 1e-6)
+        mu = v_inf + tau * j * pf_in
+        sigma = torch.sqrt(tau * j ** 2 * pf_sq + 1e-6)
         return self._f("pc", mu, sigma, tau)
 
     def scores_from_pc(self, r_pc: torch.Tensor) -> torch.Tensor:
@@ -379,16 +425,27 @@ class CerebellumSurrogate(nn.Module):
                 r_goc = warm  # the previous call's solution (successive attack steps move the input little)
             else:
                 r_goc = self.goc_rates(r_mf, torch.zeros(r_mf.shape[0], self.conn.n_grc, dtype=r_mf.dtype))
+            # the damped iteration x <- x + d g(x), g(x) = G(x) - x, accelerated by Anderson mixing
+            # of depth 1, row by row (Walker & Ni 2011, SIAM J Numer Anal 49:1715): ~5 iterations to
+            # fp_tol_hz where the damped iteration alone takes ~15
+            x_prev = g_prev = None
             for _ in range(s.fp_iters):
-                r_grc = self.grc_rates(drive, r_goc)
-                new = (1 - d) * r_goc + d * self.goc_rates(r_mf, r_grc)
-                done = bool((new - r_goc).abs().max() < s.fp_tol_hz) if new.numel() else True
-                r_goc = new
-                if done:
+                g = self.goc_rates(r_mf, self.grc_rates(drive, r_goc)) - r_goc
+                if not g.numel() or bool(d * g.abs().max() < s.fp_tol_hz):
+                    r_goc = r_goc + d * g
                     break
+                new = r_goc + d * g
+                if g_prev is not None:
+                    dg, dx = g - g_prev, r_goc - x_prev
+                    den = (dg * dg).sum(1, keepdim=True)
+                    gamma = torch.where(den > 0, (dg * g).sum(1, keepdim=True) / den.clamp_min(1e-300), 0.0)
+                    new = new - gamma * (dx + d * dg)
+                x_prev, g_prev = r_goc, g
+                r_goc = new.clamp_min(0.0)
         r_goc = r_goc.detach()
         self._warm = r_goc
-        for _ in range(s.grad_iters):
+        needs_grad = torch.is_grad_enabled() and (r_mf.requires_grad or any(p.requires_grad for p in self.params.values()))
+        for _ in range(s.grad_iters if needs_grad else 0):  # without a gradient to carry they would only move below fp_tol_hz
             r_grc = self.grc_rates(drive, r_goc)
             r_goc = (1 - d) * r_goc + d * self.goc_rates(r_mf, r_grc)
         r_grc = self.grc_rates(drive, r_goc)
@@ -473,24 +530,29 @@ def calibrate(model: CerebellumSurrogate, x: np.ndarray, spiking: dict[str, np.n
     under the measured Golgi rates; Golgi cells and interneurons under the measured granule
     rates, each self-consistent with its own AHP; Purkinje cells under the measured granule and
     interneuron rates), so that the errors of one population do not leak into the fit of the
-    next; granule cells are fitted on ``max_cells`` of them. ``spiking`` holds rates ``(n, n_cells)``
+    next; granule cells and interneurons are each fitted on ``max_cells`` of them (a fixed random
+    subset: the four parameters are shared by the whole population). ``spiking`` holds rates ``(n, n_cells)``
     per population (:func:`spiking_rates`). Returns the RMS error (Hz) per population after the fit.
     """
     steps = model.scfg.fit_steps
     xt = torch.as_tensor(x, dtype=torch.float64)
     s = {pop: torch.as_tensor(spiking[pop], dtype=torch.float64) for pop in POPS}
     # the parameters are shared by all cells of a population: a fixed random subset of granule
-    # cells is enough for the fit and keeps it to seconds
+    # cells (and of interneurons) is enough for the fit and keeps it short
     rng = np.random.default_rng(seed)
     cells = np.sort(rng.choice(model.conn.n_grc, min(max_cells, model.conn.n_grc), replace=False))
+    mli_cells = np.sort(rng.choice(model.conn.n_mli, min(max_cells, model.conn.n_mli), replace=False))
     with torch.no_grad():
         r_mf = model.mf_rates(xt)
         grc_in = _granule_subset(model, r_mf, s["goc"], cells)
+        goc_in = _project(model.mf_goc, r_mf), _project(model.grc_goc, s["grc"])
+        mli_in = _project(model.grc_mli, s["grc"])[:, torch.as_tensor(mli_cells)]
+        pc_in = _project(model.mli_pc, s["mli"]), s["grc"] @ model.w, s["grc"] @ model.w_sq
     fits = {
         "grc": (lambda: model._grc(*grc_in), s["grc"][:, torch.as_tensor(cells)]),
-        "goc": (lambda: model.goc_rates(r_mf, s["grc"]), s["goc"]),
-        "mli": (lambda: model.mli_rates(s["grc"]), s["mli"]),
-        "pc": (lambda: model.pc_rates(s["grc"], s["mli"]), s["pc"]),
+        "goc": (lambda: model._goc(*goc_in), s["goc"]),
+        "mli": (lambda: model._mli(mli_in), s["mli"][:, torch.as_tensor(mli_cells)]),
+        "pc": (lambda: model._pc(*pc_in), s["pc"]),
     }
     rms = {}
     for pop, (fn, target) in fits.items():

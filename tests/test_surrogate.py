@@ -28,7 +28,7 @@ from core.errors import CheckpointError
 from core.runs import load_npz, save_npz
 from models.spiking.network import make_connectivity
 from models.spiking.params import SpikingConfig
-from models.surrogate import (POPS, SURROGATE_FORMAT, CerebellumSurrogate, SurrogateConfig, calibrate, fidelity,
+from models.surrogate import (POPS, _project, SURROGATE_FORMAT, CerebellumSurrogate, SurrogateConfig, calibrate, fidelity,
                               load_surrogate, save_surrogate, siegert_exact, siegert_rate, spiking_rates)
 
 N_IN, N_CLASSES = 16, 2
@@ -192,7 +192,7 @@ def _objective(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def _autograd(model, x0: torch.Tensor) -> torch.Tensor:
-    model._warm = None
+    model.reset_warm()
     x = x0.clone().requires_grad_(True)
     _objective(model, x).sum().backward()
     return x.grad.detach()
@@ -205,9 +205,9 @@ def _central_differences(model, x0: torch.Tensor, h: float) -> torch.Tensor:
         for j in range(x0.shape[1]):
             e = torch.zeros_like(x0)
             e[:, j] = h
-            model._warm = None
+            model.reset_warm()
             up = _objective(model, x0 + e)
-            model._warm = None
+            model.reset_warm()
             down = _objective(model, x0 - e)
             fd[:, j] = (up - down) / (2 * h)
     return fd
@@ -293,7 +293,7 @@ def test_warm_start_does_not_change_the_fixed_point(net):
         model.rates(torch.zeros(5, N_IN, dtype=torch.float64))
         model.rates(a)
         warm = model.rates(b)
-        model._warm = None
+        model.reset_warm()
         ref = CerebellumSurrogate(CFG, conn, weights, EXACT).rates(b)
         other_shape = model.rates(b[:2])  # another batch size: a cold start
     for key in ("grc", "goc", "mli", "pc", "scores"):
@@ -312,7 +312,7 @@ def test_rates_are_the_documented_populations(net):
     x = torch.as_tensor(np.random.default_rng(5).random((4, N_IN)))
     with torch.no_grad():
         r = model.rates(x)
-        model._warm = None  # the same cold start (a warm start agrees within fp_tol_hz only)
+        model.reset_warm()  # the same cold start (a warm start agrees within fp_tol_hz only)
         logits = model(x)
     assert set(r) == {"mf", *POPS, "scores"}
     assert r["mf"].shape == (4, N_IN) and r["grc"].shape == (4, conn.n_grc) and r["goc"].shape == (4, conn.n_goc)
@@ -343,6 +343,35 @@ def _summed(pre: np.ndarray, post: np.ndarray, n_post: int, r_pre: np.ndarray, v
 def _rate(mu, sigma, tau, v_th, v_reset) -> np.ndarray:
     return siegert_rate(torch.as_tensor(mu), torch.as_tensor(sigma), torch.as_tensor(tau) if np.ndim(tau) else tau,
                         v_th, v_reset).numpy()
+
+
+def test_pacemaker_rates_are_self_consistent_from_cold_and_from_a_far_warm_start(net):
+    """The interneuron rate solves r = F(mu0 - ahp r) (the AHP fixed point) to the root tolerance,
+    whether the search starts from 0 or from the roots of an unrelated batch of the same shape
+    (the warm start of successive attack steps); a calibrated-like steep transfer function (large
+    gains, as fitted on trained networks) included."""
+    from models.surrogate import ROOT_TOL_HZ
+
+    conn, weights = net
+    c = CFG
+    rng = np.random.default_rng(11)
+    model = CerebellumSurrogate(CFG, conn, weights, params={"mli": (30.0, 60.0, 7.5, 14.0)})
+    tau, ahp = c.mli_tau_m_ms * 1e-3, c.mli_ahp_mv * c.mli_tau_ahp_ms * 1e-3
+    batches = [rng.uniform(0.0, 30.0, (6, conn.n_grc)), np.zeros((6, conn.n_grc)), rng.uniform(0.0, 80.0, (6, conn.n_grc))]
+    with torch.no_grad():
+        for k, r_grc in enumerate(batches):
+            if k == 0:
+                model.reset_warm()
+            got = model.mli_rates(torch.as_tensor(r_grc))
+            pf_in = _project(model.grc_mli, torch.as_tensor(r_grc))
+            mu0 = c.mli_v_rest_mv + c.mli_drive_mv + tau * c.w_pf_mli_mv * pf_in
+            sigma = torch.sqrt(tau * c.w_pf_mli_mv ** 2 * pf_in + 1e-6)
+            def h(r):  # rises with r; a root of h is the self-consistent rate
+                return r - model._f("mli", mu0 - ahp * r, sigma, tau)
+
+            tol = 10 * ROOT_TOL_HZ  # the root lies within tol of the rate returned (h is too steep for |h| < tol)
+            assert bool(torch.all((h(got - tol) <= 0) & (h(got + tol) >= 0))), k
+            assert float(got.min()) >= 0.0 and float(got.max()) > 1.0, k
 
 
 def test_population_equations_follow_the_synapse_lists(net):
