@@ -1001,13 +1001,31 @@ def test_kernel_fresh_noise_and_slots_behave_as_documented(net, queries):
         assert not np.array_equal(other.counts["grc"], both.counts["grc"][:N_QUERIES])
 
 
-def test_engine_backend_is_checked_and_recording_runs_on_brian2(net, queries):
+def test_engine_backend_is_checked_and_the_kernel_records_the_brian2_builds_spike_trains(net, queries):
     with pytest.raises(ValueError, match="engine.backend"):
         EngineConfig(backend="gpu")
     conn, weights = net
     with pytest.raises(ValueError, match="backend"):
         make_engine(conn, weights, backend="gpu")
-    with make_engine(conn, weights, record=("pc",)) as rec:
-        assert rec.backend == "brian2"  # spike trains are the Brian2 build's
-        p = rec.predict(queries[:2])
-        assert len(p.spikes["pc"]) == 2
+    pops = ("mf", "grc", "goc", "mli", "pc")
+    slots = np.array([3, 40, 3])
+    with make_engine(conn, weights, record=pops, backend="brian2") as slow, \
+            make_engine(conn, weights, record=pops, backend="kernel") as fast:
+        assert (slow.backend, fast.backend) == ("brian2", "kernel")
+        a, b = slow.predict(queries[:3], slots=slots), fast.predict(queries[:3], slots=slots)
+        assert_same_counts(a.counts, b.counts)
+        for pop in pops:
+            assert len(a.spikes[pop]) == len(b.spikes[pop]) == 3, pop
+            for q in range(3):  # the same cells at the same times, in the same order
+                np.testing.assert_array_equal(a.spikes[pop][q][0], b.spikes[pop][q][0], err_msg=f"{pop} {q}")
+                np.testing.assert_array_equal(a.spikes[pop][q][1], b.spikes[pop][q][1], err_msg=f"{pop} {q}")
+            assert len(b.spikes[pop][0][0]) > 0, pop  # not vacuous: every population spikes
+        # a spike train agrees with the counts, and a train's buffer that overflows is redone larger
+        np.testing.assert_array_equal(np.bincount(b.spikes["grc"][1][0], minlength=conn.n_grc), b.counts["grc"][1])
+        assert not np.array_equal(b.spikes["grc"][0][0], b.spikes["grc"][1][0])
+        fast._kernel.record_start_cap = 2
+        c = fast.predict(queries[:3], slots=slots)
+        for pop in pops:
+            for q in range(3):
+                np.testing.assert_array_equal(c.spikes[pop][q][0], b.spikes[pop][q][0], err_msg=f"{pop} {q}")
+                np.testing.assert_array_equal(c.spikes[pop][q][1], b.spikes[pop][q][1], err_msg=f"{pop} {q}")

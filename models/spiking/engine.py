@@ -302,8 +302,8 @@ class SpikingEngine:
         speed reference of ``cereb bench spiking``.
     backend : ``"kernel"`` (default of :class:`EngineConfig`): the compiled network of
         :mod:`models.spiking.kernel`, in this process with ``workers`` threads; ``"brian2"``: the
-        batched Brian2 build in ``workers`` processes. A request that records spike trains, and the
-        reference build, always run on Brian2.
+        batched Brian2 build in ``workers`` processes. The kernel records spike trains one query
+        at a time (identical to the Brian2 build's); the reference build always runs on Brian2.
     """
 
     def __init__(self, cfg: SpikingConfig, conn: Connectivity, weights: np.ndarray, engine_cfg: EngineConfig | None = None,
@@ -331,8 +331,8 @@ class SpikingEngine:
         backend = e.backend if backend is None else backend
         if backend not in ("kernel", "brian2"):
             raise ValueError(f"backend must be 'kernel' or 'brian2', got {backend!r}")
-        if backend == "kernel" and (self.record or self.reference):
-            backend = "brian2"  # spike trains and the reference build are Brian2's
+        if backend == "kernel" and self.reference:
+            backend = "brian2"  # the reference build is Brian2's
         if backend == "kernel":
             from models.spiking.kernel import available
 
@@ -479,7 +479,9 @@ class SpikingEngine:
             return Prediction(np.zeros((0, self.n_classes)), {k: np.zeros((0, 0), int) for k in POPULATIONS[1:]})
         self._ensure()
         rates = self.rates_hz(x)
-        if self._kernel is not None:
+        if self._kernel is not None and self.record:
+            counts, spikes = self._kernel.record(rates, slots, seed, self.record)
+        elif self._kernel is not None:
             counts, spikes = self._kernel.run(rates, slots, seed)
         elif self._pool is None:
             counts, spikes = self._local.run_all(rates, slots, seed)

@@ -35,7 +35,8 @@ The granule state keeps the build's precision (``model.grc_state_dtype``); it is
 flags Brian2 compiles its own code with (``-O3 -ffast-math -fno-finite-math-only -march=native``),
 so that the arithmetic is the same expression for expression. Agreement with the Brian2 build is
 tested (identical spike counts on the same frozen noise) and printed by ``cereb bench spiking``.
-Spike trains are not recorded here: a request that records spikes runs on the Brian2 build.
+Spike trains are recorded here too (:meth:`KernelNetwork.record`, one query at a time), identical
+to the Brian2 build's ``SpikeMonitor`` (tested).
 """
 from __future__ import annotations
 
@@ -96,6 +97,25 @@ typedef struct {
     int32_t *sp_mf, *sp_grc, *sp_goc, *sp_mli, *sp_pc;
 } work_t;
 
+/* spike trains of one query: per population (0 mf, 1 grc, 2 goc, 3 mli, 4 pc) the cell index and
+   the step of every spike, in the order they occur (step, then index); overflow when a buffer is full */
+typedef struct {
+    int32_t *idx[5], *step[5];
+    int64_t cap[5], len[5];
+    int overflow;
+} rec_t;
+
+static inline void record(rec_t *rec, int p, const int32_t *sp, int64_t count, int64_t s)
+{
+    int64_t k;
+    for (k = 0; k < count; k++) {
+        if (rec->len[p] >= rec->cap[p]) { rec->overflow = 1; return; }
+        rec->idx[p][rec->len[p]] = sp[k];
+        rec->step[p][rec->len[p]] = (int32_t)s;
+        rec->len[p]++;
+    }
+}
+
 static int work_alloc(work_t *w, const int64_t *n)
 {
     memset(w, 0, sizeof(*w));
@@ -133,7 +153,8 @@ static inline void pacemaker_step(double *restrict v, double *restrict a, int64_
 
 /* One window of one query, from the start state; counts (may be NULL) are added to. */
 static void simulate(const int64_t *n, const double *c, void *const *a, work_t *w, const double *rates,
-                     int64_t slot, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc)
+                     int64_t slot, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc,
+                     rec_t *rec)
 {
     const int64_t n_mf = n[I_MF], n_grc = n[I_GRC], n_goc = n[I_GOC], n_mli = n[I_MLI], n_pc = n[I_PC];
     const int64_t steps = n[I_STEPS], readout = n[I_READOUT];
@@ -204,6 +225,11 @@ static void simulate(const int64_t *n, const double *c, void *const *a, work_t *
         THRESHOLD(goc_v, n_goc, goc_vth, sp_goc, n_sp_goc);
         THRESHOLD(mli_v, n_mli, mli_vth, sp_mli, n_sp_mli);
         THRESHOLD(pc_v, n_pc, pc_vth, sp_pc, n_sp_pc);
+        if (rec) {
+            record(rec, 0, sp_mf, n_sp_mf, s); record(rec, 1, sp_grc, n_sp_grc, s);
+            record(rec, 2, sp_goc, n_sp_goc, s); record(rec, 3, sp_mli, n_sp_mli, s);
+            record(rec, 4, sp_pc, n_sp_pc, s);
+        }
         /* 4. synapses (Brian2 order: goc_grc, grc_goc, mf_goc) */
         for (k = 0; k < n_sp_goc; k++) {
             const int32_t o = sp_goc[k];
@@ -276,11 +302,30 @@ int cereb_run(const int64_t *n, const double *c, void *const *a, int64_t n_queri
 #endif
             for (q = 0; q < n_queries; q++)
                 simulate(n, c, a, &w, rates + q * n[I_MF], slots[q], seed, cnt_grc + q * n[I_GRC],
-                         cnt_goc + q * n[I_GOC], cnt_mli + q * n[I_MLI], cnt_pc + q * n[I_PC]);
+                         cnt_goc + q * n[I_GOC], cnt_mli + q * n[I_MLI], cnt_pc + q * n[I_PC], NULL);
         }
         work_free(&w);
     }
     return failed ? -1 : 0;
+}
+
+/* One query with its spike trains: counts as cereb_run (zeroed by the caller); idx[p], step[p] of
+   capacity cap[p] receive population p's spikes, len[p] their number. Returns 0, -1 when memory ran
+   out, 1 when a buffer was too small (then nothing recorded is complete: call again with more). */
+int cereb_record(const int64_t *n, const double *c, void *const *a, const double *rates, int64_t slot,
+                 int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc,
+                 int32_t *const *idx, int32_t *const *step, const int64_t *cap, int64_t *len)
+{
+    work_t w;
+    rec_t rec;
+    int p;
+    if (!work_alloc(&w, n)) { work_free(&w); return -1; }
+    for (p = 0; p < 5; p++) { rec.idx[p] = idx[p]; rec.step[p] = step[p]; rec.cap[p] = cap[p]; rec.len[p] = 0; }
+    rec.overflow = 0;
+    simulate(n, c, a, &w, rates, slot, seed, cnt_grc, cnt_goc, cnt_mli, cnt_pc, &rec);
+    for (p = 0; p < 5; p++) len[p] = rec.len[p];
+    work_free(&w);
+    return rec.overflow ? 1 : 0;
 }
 
 /* One window from the start state; writes the end state (double) to out (grc v, grc g, goc v, goc a,
@@ -291,7 +336,7 @@ int cereb_window_end(const int64_t *n, const double *c, void *const *a, const do
     work_t w;
     int64_t i;
     if (!work_alloc(&w, n)) { work_free(&w); return -1; }
-    simulate(n, c, a, &w, rates, slot, seed, NULL, NULL, NULL, NULL);
+    simulate(n, c, a, &w, rates, slot, seed, NULL, NULL, NULL, NULL, NULL);
     for (i = 0; i < n[I_GRC]; i++) *out++ = w.grc_v[i];
     for (i = 0; i < n[I_GRC]; i++) *out++ = w.grc_g[i];
     for (i = 0; i < n[I_GOC]; i++) *out++ = w.goc_v[i];
@@ -361,6 +406,9 @@ def _compile(grc_dtype: str) -> ctypes.CDLL:
     lib.cereb_run.restype = ctypes.c_int
     lib.cereb_window_end.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr]
     lib.cereb_window_end.restype = ctypes.c_int
+    lib.cereb_record.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
+                                 ptr]
+    lib.cereb_record.restype = ctypes.c_int
     return lib
 
 
@@ -429,6 +477,8 @@ class KernelNetwork:
         self.set_weights(weights)
         self._set(pc_drive=np.ascontiguousarray(conn.pc_drive_mv * 1e-3, dtype=np.float64))
         self.start: dict | None = None
+
+    record_start_cap: int | None = None  # first buffer size per population in record() (None: 1/16 of the bound)
 
     ORDER = ("mfgrc_ptr", "mfgrc_idx", "mfgrc_w", "mfgoc_ptr", "mfgoc_idx", "grcgoc_ptr", "grcgoc_idx",
              "gocgrc_ptr", "gocgrc_idx", "grcmli_ptr", "grcmli_idx", "mlipc_ptr", "mlipc_idx", "mlipc_w",
@@ -519,3 +569,44 @@ class KernelNetwork:
         if rc != 0:
             raise MemoryError("the network kernel could not allocate its state")
         return counts, {}
+
+    def record(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int,
+               pops: tuple[str, ...]) -> tuple[dict, dict]:
+        """As :meth:`run`, and the spike trains of populations ``pops``: population -> one ``(i, t_ms)``
+        per query (time from the window's start, in whole steps; within a step by cell index), as
+        the Brian2 build's ``SpikeMonitor`` gives them. One query at a time, on this thread."""
+        if self.start is None:
+            raise RuntimeError("KernelNetwork.record before its start state was set")
+        conn = self.conn
+        rates = np.ascontiguousarray(rates_hz, dtype=np.float64)
+        n = len(rates)
+        if rates.shape != (n, conn.n_mf):
+            raise ValueError(f"rates must have shape (n, {conn.n_mf}), got {rates.shape}")
+        sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
+        steps = int(self.n[5])
+        counts = {pop: np.zeros((n, sizes[pop]), dtype=np.int32) for pop in ("grc", "goc", "mli", "pc")}
+        spikes: dict[str, list] = {pop: [] for pop in pops}
+        start = self.record_start_cap
+        cap = np.array([min(sizes[p] * steps, start or max(4096, sizes[p] * steps // 16)) for p in sizes], dtype=np.int64)
+        for q in range(n):
+            while True:
+                idx = [np.zeros(int(c), dtype=np.int32) for c in cap]
+                stp = [np.zeros(int(c), dtype=np.int32) for c in cap]
+                ln = np.zeros(5, dtype=np.int64)
+                one = {pop: np.zeros(sizes[pop], dtype=np.int32) for pop in counts}
+                rc = self.lib.cereb_record(
+                    self.n.ctypes.data, self.c.ctypes.data, self._pointers(), rates[q].ctypes.data,
+                    int(slots[q]) % (2**31), int(noise_seed) % (2**31), one["grc"].ctypes.data, one["goc"].ctypes.data,
+                    one["mli"].ctypes.data, one["pc"].ctypes.data, (ctypes.c_void_p * 5)(*[a.ctypes.data for a in idx]),
+                    (ctypes.c_void_p * 5)(*[a.ctypes.data for a in stp]), cap.ctypes.data, ln.ctypes.data)
+                if rc == 0:
+                    break
+                if rc < 0:
+                    raise MemoryError("the network kernel could not allocate its state")
+                cap = np.minimum(cap * 4, np.array([sizes[p] * steps for p in sizes], dtype=np.int64))  # at most one spike per step
+            for pop in counts:
+                counts[pop][q] = one[pop]
+            for p, pop in enumerate(sizes):
+                if pop in spikes:
+                    spikes[pop].append((idx[p][:ln[p]].copy(), stp[p][:ln[p]] * self.dt_ms))
+        return counts, spikes

@@ -292,8 +292,7 @@ class EngineConfig:
     backend: Literal["kernel", "brian2"] = "kernel"  # kernel: the compiled network of models.spiking.kernel
                                       # (the Brian2 build's statements and order, its spike counts exactly; 880
                                       # vs 353 samples/s, cereb bench spiking, 2-core AMD EPYC, 3 Dec 2026);
-                                      # brian2: the batched Brian2 build. Spike-train recording always runs on
-                                      # the Brian2 build.
+                                      # brian2: the batched Brian2 build. Both record spike trains (the same).
 
     def __post_init__(self):
         if (self.batch_size is not None and self.batch_size < 1) or self.workers < 1 or self.chunks_per_run < 1:
