@@ -175,14 +175,15 @@ def job_cost(job: Mapping) -> float:
 
 
 # ----------------------------------------------------------------------------- cost estimate
-# A rough cost model for ``--dry-run`` (core-seconds per job, one thread), fitted to runs measured on
-# a 2-core AMD EPYC (AVX2) in December 2026; expect +-50% elsewhere:
-# - spiking training: the default digits network (width 2,000, 12 epochs of 1,438 samples) took
-#   171 s: 5.84 s per epoch (2.0 us per granule cell and sample of 100 ms) plus ~80 s of build,
-#   calibration and per-epoch evaluation;
-# - spiking attack: surrogate calibration 150-300 s (500 training inputs), then 1.5 ms + 0.3 us per
-#   granule cell per simulated query (trained digits networks: 2.1 ms at width 2,000, 2.3 ms at 500;
-#   ~430 queries per image in the answer study's suite);
+# A rough cost model for ``--dry-run`` (core-seconds per job: a job's wall time when jobs run two at
+# a time on 2 cores), fitted to the answer study's runs on a 2-core AMD EPYC (AVX-512) on
+# 3 December 2026 (the compiled kernel engine, the Newton/Anderson surrogate); expect +-50% elsewhere:
+# - spiking training: width 2,000: 248-277 s, width 4,000: 457 s (12 epochs of 1,438 samples and
+#   359 evaluation samples): ~80 s of build and calibration plus 4.3 us per granule cell and sample
+#   of 100 ms (the standalone trainer is one thread; the other job shares the memory bus);
+# - spiking attack: ~60 s of surrogate calibration, then ~2.0 us per granule cell per simulated
+#   query, the surrogate's gradient steps included (width 2,000: 653 s for 149,966 queries; width
+#   4,000: 1,318 s for 157,527; ~430 queries per image in the answer study's suite);
 # - rate attack: the MNIST width sweep's jobs, linear in width x inputs x images (width 20,000, 1,000
 #   images: 390 s), plus ~5 s of start-up; rate training under the paper's protocol: ~1.2e-11 s per
 #   weight and sample (width 200,000: 2-3 min on 8,000 images).
@@ -211,7 +212,7 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
     if job["model_kind"] == "spiking":
         width = float(model.get("width", 2000))
         epochs = int(train.get("epochs", 12))
-        t_train = 80.0 + 2.0e-6 * width * epochs * (n_train + n_test)
+        t_train = 80.0 + 4.3e-6 * width * epochs * (n_train + n_test)
         if spiking_attack is None:
             return t_train, 0.0
         a = spiking_attack.get("attack", {})
@@ -226,7 +227,7 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
         mq = int(a.get("max_queries", 1000))
         queries += len(a.get("decision", ("hsja-l2", "hsja-linf"))) * mq
         queries += len(a.get("decision_fresh", ("hsja-linf",))) * mq * reps
-        return t_train, 200.0 + (1.5e-3 + 0.3e-6 * width) * n * queries
+        return t_train, 60.0 + 2.0e-6 * width * n * queries
     width = float(model.get("width", 5000 if job["model_kind"] == "rate" else 50))
     t_train = 5.0 + 1.2e-11 * width * n_in * n_train * int(train.get("epochs", 10))
     if attack is None:
