@@ -69,22 +69,6 @@ def _rate_branch(common: list[str], log_path: str, part: str) -> list[str]:
     return failed
 
 
-def _warm_olive_build(run_dir: Path) -> None:
-    """Compile the olive simulation of the trained network (Brian2's runtime code, cached on disk)
-    while the other core finishes the rate branch, so that the example spike trains the spiking
-    attack records at its end find the compiled code (one input, simulated and discarded)."""
-    import numpy as np
-
-    from models.spiking.engine import SpikingEngine
-    from models.spiking.network import simulate_with_olive
-    from models.spiking.train import load_checkpoint
-
-    cfg, conn, weights, seed, _ = load_checkpoint(run_dir / "checkpoint.npz")
-    with SpikingEngine(cfg, conn, weights, workers=1, seed=seed) as eng:
-        start = eng.steady_state()
-    simulate_with_olive(cfg, conn, weights, np.zeros((1, conn.n_mf)), np.zeros(1, dtype=np.int64), seed, start)
-
-
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -105,8 +89,6 @@ def run(args: argparse.Namespace) -> int:
         rate_attack = pool.submit(_rate_branch, common, str(log_path), "attack")  # after the training, same process
         _cereb(["train", "--model", "spiking", "--task", "digits", *common])
         spiking = latest_run(out, "spiking", model_kind="spiking")
-        if spiking is not None and not rate_train.done():
-            _warm_olive_build(Path(spiking["path"]))
         failed = rate_train.result()
         # the spiking attack needs the trained rate model and MLP (transfer sources), not the rate
         # model's attack, which runs meanwhile in the second process
