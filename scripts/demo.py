@@ -12,8 +12,7 @@ DESCRIPTION = ("The demo on the embedded digits task, a miniature of the answer 
                "(the paper's protocol), the MLP and the spiking network (K = 4, width 2,000), attack the rate model "
                "and the spiking network (surrogate white-box, transfer, hybrid, the EOT hybrid under fresh noise, "
                "HopSkipJump), and write <out>/report.md and <out>/findings/findings.md. The rate branch runs in a "
-               "second process: its training while the spiking network trains, its attack while the spiking network "
-               "is attacked.")
+               "second process while the spiking network trains.")
 
 # Demo-sized attack settings (the full defaults are in attacks/config.py and attacks/spiking.py):
 RATE_TRAIN = ["--set", "model.granule=random", "--set", "model.k=4", "--set", "model.width=2000",
@@ -45,27 +44,24 @@ def _cereb(argv: list[str]) -> int:
     return rc
 
 
-def _rate_branch(common: list[str], log_path: str, part: str) -> list[str]:
-    """The rate model and the MLP trained (``part="train"``), or the rate model attacked
-    (``part="attack"``), in a second process, its output appended to ``log_path``; returns the
-    failed attack kinds."""
+def _rate_branch(common: list[str], log_path: str) -> list[str]:
+    """The rate model and the MLP, trained, and the rate model attacked (in a second process, its
+    output to ``log_path``); returns the failed attack kinds."""
     import contextlib
 
     import torch
 
     from analysis.runs import latest_run
 
-    torch.set_num_threads(1)  # the other core runs the spiking network
+    torch.set_num_threads(1)  # the other core trains the spiking network
     out = common[common.index("--out") + 1]
     failed = []
-    with open(log_path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        if part == "train":
-            _cereb(["train", "--model", "rate", "--task", "digits", *RATE_TRAIN, *common, "-q"])
-            _cereb(["train", "--model", "mlp", "--task", "digits", *common, "-q"])
-        else:
-            rate = latest_run(out, "rate", model_kind="rate")
-            if rate is not None and _cereb(["attack", "--run", str(rate["path"]), *RATE_ATTACK, *common, "-q"]):
-                failed.append("rate")
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        _cereb(["train", "--model", "rate", "--task", "digits", *RATE_TRAIN, *common, "-q"])
+        _cereb(["train", "--model", "mlp", "--task", "digits", *common, "-q"])
+        rate = latest_run(out, "rate", model_kind="rate")
+        if rate is not None and _cereb(["attack", "--run", str(rate["path"]), *RATE_ATTACK, *common, "-q"]):
+            failed.append("rate")
     return failed
 
 
@@ -82,28 +78,23 @@ def run(args: argparse.Namespace) -> int:
     common = ["--out", str(out), "--seed", str(args.seed)] + (["--force"] if args.force else [])
     t0 = time.time()
     log_path = out / "demo_rate.log"
-    log_path.write_text("")
     print(f"rate model and MLP: training and attacking in a second process (output: {log_path})", flush=True)
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        rate_train = pool.submit(_rate_branch, common, str(log_path), "train")
-        rate_attack = pool.submit(_rate_branch, common, str(log_path), "attack")  # after the training, same process
+        rate_branch = pool.submit(_rate_branch, common, str(log_path))
         _cereb(["train", "--model", "spiking", "--task", "digits", *common])
-        spiking = latest_run(out, "spiking", model_kind="spiking")
-        failed = rate_train.result()
-        # the spiking attack needs the trained rate model and MLP (transfer sources), not the rate
-        # model's attack, which runs meanwhile in the second process
-        rate = latest_run(out, "rate", model_kind="rate")
-        mlp = latest_run(out, "mlp", model_kind="mlp")
-        if spiking is not None:
-            sources = ",".join(str(r["path"]) for r in (rate, mlp) if r is not None)
-            extra = ["--set", f"attack.transfer_runs={sources}"] if sources else []
-            if _cereb(["attack", "--run", str(spiking["path"]), *SPIKING_ATTACK, *extra, *common]):
-                failed.append("spiking")
-        failed += rate_attack.result()
+        failed = rate_branch.result()
     print(f"\nrate branch finished ({time.time() - t0:.0f} s since the start):")
     print("\n".join(line for line in log_path.read_text().splitlines() if line.startswith(("$ cereb", "run:", "train",
                                                                                          "test", "robust", "checks",
                                                                                          "fresh", "clean"))))
+    rate = latest_run(out, "rate", model_kind="rate")
+    mlp = latest_run(out, "mlp", model_kind="mlp")
+    spiking = latest_run(out, "spiking", model_kind="spiking")
+    if spiking is not None:
+        sources = ",".join(str(r["path"]) for r in (rate, mlp) if r is not None)
+        extra = ["--set", f"attack.transfer_runs={sources}"] if sources else []
+        if _cereb(["attack", "--run", str(spiking["path"]), *SPIKING_ATTACK, *extra, *common]):
+            failed.append("spiking")
     if failed:
         print(f"\nattack checks failed for: {', '.join(failed)} (see the report)")
     report = write_demo_report(out)
