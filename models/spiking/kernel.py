@@ -549,16 +549,19 @@ class KernelNetwork:
         self.set_start(state)
         return state
 
+    def _checked_rates(self, rates_hz: np.ndarray, what: str) -> np.ndarray:
+        if self.start is None:
+            raise RuntimeError(f"KernelNetwork.{what} before its start state was set")
+        rates = np.ascontiguousarray(rates_hz, dtype=np.float64)
+        if rates.ndim != 2 or rates.shape[1] != self.conn.n_mf:
+            raise ValueError(f"rates must have shape (n, {self.conn.n_mf}), got {rates.shape}")
+        return rates
+
     def run(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int) -> tuple[dict, dict]:
         """Spike counts of ``len(rates_hz)`` queries, each from the start state (set by
         :meth:`set_start` or :meth:`steady_state`); ``slots`` their frozen-noise slots."""
-        if self.start is None:
-            raise RuntimeError("KernelNetwork.run before its start state was set")
-        conn = self.conn
-        rates = np.ascontiguousarray(rates_hz, dtype=np.float64)
-        n = len(rates)
-        if rates.shape != (n, conn.n_mf):
-            raise ValueError(f"rates must have shape (n, {conn.n_mf}), got {rates.shape}")
+        rates = self._checked_rates(rates_hz, "run")
+        conn, n = self.conn, len(rates)
         slot = np.ascontiguousarray(np.asarray(slots, dtype=np.int64) % (2**31))
         counts = {pop: np.zeros((n, size), dtype=np.int32)
                   for pop, size in (("grc", conn.n_grc), ("goc", conn.n_goc), ("mli", conn.n_mli), ("pc", conn.n_pc))}
@@ -575,13 +578,8 @@ class KernelNetwork:
         """As :meth:`run`, and the spike trains of populations ``pops``: population -> one ``(i, t_ms)``
         per query (time from the window's start, in whole steps; within a step by cell index), as
         the Brian2 build's ``SpikeMonitor`` gives them. One query at a time, on this thread."""
-        if self.start is None:
-            raise RuntimeError("KernelNetwork.record before its start state was set")
-        conn = self.conn
-        rates = np.ascontiguousarray(rates_hz, dtype=np.float64)
-        n = len(rates)
-        if rates.shape != (n, conn.n_mf):
-            raise ValueError(f"rates must have shape (n, {conn.n_mf}), got {rates.shape}")
+        rates = self._checked_rates(rates_hz, "record")
+        conn, n = self.conn, len(rates)
         sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
         steps = int(self.n[5])
         counts = {pop: np.zeros((n, sizes[pop]), dtype=np.int32) for pop in ("grc", "goc", "mli", "pc")}
