@@ -65,23 +65,6 @@ def _rate_branch(common: list[str], log_path: str) -> list[str]:
     return failed
 
 
-def _warm_olive_build(run_dir: Path) -> None:
-    """Compile the olive simulation of the trained network now (Brian2's runtime code, cached on
-    disk by its code), while the other core finishes the rate branch: the spiking attack records
-    an example's climbing-fibre raster at its end with that code, which a fresh clone would
-    otherwise compile on the critical path (one input, simulated and discarded)."""
-    import numpy as np
-
-    from models.spiking.engine import SpikingEngine
-    from models.spiking.network import simulate_with_olive
-    from models.spiking.train import load_checkpoint
-
-    cfg, conn, weights, seed, _ = load_checkpoint(run_dir / "checkpoint.npz")
-    with SpikingEngine(cfg, conn, weights, workers=1, seed=seed) as eng:
-        start = eng.steady_state()
-    simulate_with_olive(cfg, conn, weights, np.zeros((1, conn.n_mf)), np.zeros(1, dtype=np.int64), seed, start)
-
-
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -99,9 +82,6 @@ def run(args: argparse.Namespace) -> int:
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         rate_branch = pool.submit(_rate_branch, common, str(log_path))
         _cereb(["train", "--model", "spiking", "--task", "digits", *common])
-        trained = latest_run(out, "spiking", model_kind="spiking")
-        if trained is not None and not rate_branch.done():  # this core would wait idle for the rate branch
-            _warm_olive_build(Path(trained["path"]))
         failed = rate_branch.result()
     print(f"\nrate branch finished ({time.time() - t0:.0f} s since the start):")
     print("\n".join(line for line in log_path.read_text().splitlines() if line.startswith(("$ cereb", "run:", "train",
