@@ -398,7 +398,7 @@ def render(rows: list[dict], curves: list[dict], *, figures: dict[str, str] | No
     else:
         lines += ["- No completed `cereb study` folder under the results root: the runs were made job by job "
                   "(`cereb study FILE --job I`) or the study is still incomplete; the seeds per configuration are "
-                  "in the table below. Rerun: `cereb study studies/answer_digits.yaml --out results/answer`, then "
+                  "in the table below. Rerun: `cereb study studies/answer_digits.yaml --out results/answer --skip-committed docs/findings_runs.csv`, then "
                   "`cereb report results/answer --findings`."]
     n_by = {kk: sum(r["model_kind"] == kk for r in runs) for kk in kinds}
     wall = sum(_num(r["train_wall_s"]) + _num(r["attack_wall_s"]) for r in runs

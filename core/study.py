@@ -236,6 +236,55 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
     return t_train, 5.0 + 2.5e-8 * width * n_in * n  # the granule layer is a dense matrix at every K
 
 
+def train_config_hash(job: Mapping) -> str:
+    """The configuration hash of the training run that ``job`` makes (as :func:`train_job` names it)."""
+    from core.config import config_hash, resolve, to_dict
+    from core.device import pop_device
+    from scripts.train import experiment_config_class
+
+    overrides, _ = pop_device(dict(job["overrides"]))
+    cfg = resolve(experiment_config_class(job["model_kind"]), overrides)
+    return config_hash({"model_kind": job["model_kind"], **to_dict(cfg)})
+
+
+def committed_jobs(study: dict, table: str | Path) -> list[dict]:
+    """The jobs of ``study`` that a committed findings table (``docs/findings_runs.csv``, written by
+    ``cereb report ROOT --findings``) already holds: a row of the same model kind, training
+    configuration hash and seed, with an attack run on as many images as the study attacks.
+
+    A study spread over sessions on fresh machines (``results/`` is not kept) skips them instead
+    of redoing them; ``cereb report --findings`` merges the new runs into that table."""
+    from analysis.findings import read_runs
+    from core.config import resolve
+    from tasks import TaskConfig, load_task
+
+    path = Path(table)
+    if not path.is_file():
+        raise CerebError(f"--skip-committed: no findings table at {path}")
+    rows = read_runs(path)
+    held = {}
+    for r in rows:
+        if r.get("attack_run") not in (None, ""):
+            held[(str(r["model_kind"]), str(r["config_hash"]), int(r["seed"]))] = r
+    n_test: dict[str, int] = {}
+    out = []
+    for job in study["jobs"]:
+        r = held.get((job["model_kind"], train_config_hash(job), int(job["seed"])))
+        if r is None:
+            continue
+        section = (study.get("spiking_attack") or {}).get("attack") if job["model_kind"] == "spiking" else study.get("attack")
+        n = (section or {}).get("n")
+        if n is not None and r.get("n_images") not in (None, ""):
+            task = job["overrides"].get("task", {})
+            key = repr(sorted(task.items()))
+            if key not in n_test:
+                n_test[key] = len(load_task(resolve(TaskConfig, task)).y_test)
+            if int(float(r["n_images"])) != min(int(n), n_test[key]):
+                continue  # attacked on another number of images: not this study's evaluation
+        out.append(job)
+    return out
+
+
 # ----------------------------------------------------------------------------- one job
 def train_job(kind: str, overrides: dict, seed: int, *, out: str, force: bool, experiment: str | None = None,
               progress: bool = False):
@@ -374,12 +423,13 @@ def _run_dask(todo: list[dict], jobs: int, scheduler: str | None, done) -> None:
 
 
 def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool = True, argv: list[str] | None = None,
-              executor: str = "local", scheduler: str | None = None):
+              executor: str = "local", scheduler: str | None = None, skip: list[dict] | None = None):
     """Run every job of ``study`` (from :func:`load_study`); returns ``(study_run, summaries)``.
 
     ``executor``: ``local`` (a process pool of ``jobs`` workers) or ``dask`` (see :func:`_run_dask`).
     Both give the same summaries; runs left ``running`` under ``out`` by a dead process are
-    marked ``interrupted`` first, and redone.
+    marked ``interrupted`` first, and redone. ``skip``: jobs not to run (from :func:`committed_jobs`);
+    ``study.csv`` lists them with status ``committed``.
     """
     from tqdm.auto import tqdm
 
@@ -398,11 +448,12 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
     # seed by seed (a study stopped part-way holds every configuration at the first seeds, which is
     # what a study spread over several sessions needs), the most expensive jobs first within a seed
     seed_rank = {s: i for i, s in enumerate(dict.fromkeys(j["seed"] for j in study["jobs"]))}
+    skipped = {(j["label"], j["seed"]) for j in (skip or [])}
     todo = sorted(
         ({**job, "out": out, "force": force, "attack": study["attack"], "spiking_attack": study.get("spiking_attack"),
           "threads": threads, "worker": jobs > 1 or executor == "dask",
           "train_experiment": study["train_experiment"], "attack_experiment": study["attack_experiment"]}
-         for job in study["jobs"]),
+         for job in study["jobs"] if (job["label"], job["seed"]) not in skipped),
         key=lambda job: (seed_rank[job["seed"]], -job_cost(job)),
     )
     config = {"name": study["name"], "description": study["description"], "attack": study["attack"],
@@ -415,6 +466,10 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
 
             return srun, read_csv(srun.path / "study.csv")
         started = time.time()
+        summaries.extend({"label": j["label"], "model_kind": j["model_kind"], "seed": j["seed"], "status": "committed",
+                          "error": ""} for j in study["jobs"] if (j["label"], j["seed"]) in skipped)
+        if skipped:
+            log.info("%d job(s) held by the committed findings table are not run", len(skipped))
         bar = tqdm(total=len(todo), desc=f"study {study['name']}", unit="run", disable=not progress)
 
         def done(summary: dict) -> None:
@@ -445,7 +500,7 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
         order = {(j["label"], j["seed"]): i for i, j in enumerate(study["jobs"])}
         summaries.sort(key=lambda s: order.get((s["label"], s["seed"]), 0))
         srun.write_csv("study.csv", summaries, STUDY_COLUMNS)
-        n_failed = sum(s["status"] != "ok" for s in summaries)
+        n_failed = sum(s["status"] not in ("ok", "committed") for s in summaries)
         srun.log_metrics(n_jobs=len(summaries), n_failed=n_failed, jobs=jobs, executor=executor,
                          study_wall_s=round(time.time() - started, 3),
                          n_checks_failed=sum(s.get("checks_passed") is False for s in summaries))

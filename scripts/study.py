@@ -32,7 +32,7 @@ import sys
 from typing import Any
 
 from core.errors import CerebError
-from core.study import EXECUTORS, check_tasks, job_cost, load_study, run_job, run_study
+from core.study import EXECUTORS, check_tasks, committed_jobs, job_cost, load_study, run_job, run_study
 from scripts.common import add_data_dir, module_main
 
 DESCRIPTION = "Run a study file: train and attack every configuration of a grid, across processes, resumably."
@@ -51,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", metavar="DIR", help="results root (default results)")
     p.add_argument("--force", action="store_true", help="recompute every run even if a completed one exists")
     p.add_argument("--dry-run", action="store_true", help="list the jobs (numbered for --job) and exit")
+    p.add_argument("--skip-committed", metavar="TABLE",
+                   help="do not run the jobs that a committed findings table (docs/findings_runs.csv, from "
+                        "'cereb report ROOT --findings') already holds, with the same model, training configuration "
+                        "hash, seed and number of attacked images: a study spread over sessions on fresh machines")
     p.add_argument("--job", type=int, metavar="I",
                    help="run only job I of --dry-run's list (train + attack) and exit: one task of a cluster array "
                         "job; a later run without --job reuses the finished runs and writes study.csv")
@@ -85,15 +89,22 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.config, data_dir)
     ordered = sorted(study["jobs"], key=job_cost, reverse=True)
     if args.dry_run:
+        held = ({(j["label"], j["seed"]) for j in committed_jobs(study, args.skip_committed)}
+                if args.skip_committed else set())
         for i, job in enumerate(ordered):
-            print(f"{i:>4}  {job['model_kind']:<7} seed {job['seed']}  {job['label']}")
-        print(f"{len(study['jobs'])} jobs")
-        _print_cost(study, ordered)
+            mark = "  (committed: not run)" if (job["label"], job["seed"]) in held else ""
+            print(f"{i:>4}  {job['model_kind']:<7} seed {job['seed']}  {job['label']}{mark}")
+        print(f"{len(study['jobs'])} jobs" + (f", {len(held)} held by {args.skip_committed}" if held else ""))
+        _print_cost(study, [j for j in ordered if (j["label"], j["seed"]) not in held])
         return 0
     if args.job is not None:
         if not 0 <= args.job < len(ordered):
             raise CerebError(f"--job {args.job}: the study has jobs 0 to {len(ordered) - 1}")
         check_tasks({**study, "jobs": [ordered[args.job]]})
+        if args.skip_committed and committed_jobs({**study, "jobs": [ordered[args.job]]}, args.skip_committed):
+            print(f"job {args.job} ({ordered[args.job]['label']}, seed {ordered[args.job]['seed']}) is held by "
+                  f"{args.skip_committed}: not run")
+            return 0
         summary = run_job({**ordered[args.job], "out": args.out, "force": args.force, "attack": study["attack"],
                            "spiking_attack": study.get("spiking_attack"), "threads": None, "worker": False,
                            "train_experiment": study["train_experiment"],
@@ -102,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key}: {summary.get(key, '')}")
         return 0 if summary["status"] == "ok" else 1
     check_tasks(study)  # a missing data directory fails here, not in every worker
+    skip = committed_jobs(study, args.skip_committed) if args.skip_committed else []
+    if skip:
+        print(f"{len(skip)} of {len(study['jobs'])} jobs are held by {args.skip_committed}: not run")
     srun, summaries = run_study(study, jobs=args.jobs, out=args.out, force=args.force,
                                 progress=not getattr(args, "quiet", False), argv=sys.argv,
-                                executor=args.executor, scheduler=args.scheduler)
+                                executor=args.executor, scheduler=args.scheduler, skip=skip)
     if srun.reused:
         print(f"reusing completed study {srun.path} (use --force to recompute)")
     print(f"study: {srun.path}")

@@ -540,3 +540,52 @@ def test_dry_run_prints_the_estimated_cost_per_job_kind(capsys):
     assert 200 < estimate_cost(job, None, spk)[0] < 330
     assert estimate_cost(wide, None, spk)[0] > 2 * estimate_cost(job, None, spk)[0]
     assert estimate_cost(job, None, None)[1] == 0.0
+
+
+def test_jobs_held_by_a_committed_findings_table_are_not_run_again(tmp_path, capsys):
+    """A study spread over sessions on fresh machines: ``--skip-committed docs/findings_runs.csv``
+    skips the jobs whose model, training configuration hash, seed and number of attacked images
+    the table holds, and runs the rest."""
+    from analysis.findings import RUN_COLUMNS
+    from core.runs import write_csv
+    from core.study import committed_jobs, train_config_hash
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    study = load_study(f)
+    by_label = {j["label"]: j for j in study["jobs"]}
+    held, other_n = by_label["LTD width=60"], by_label["ltd=none width=90"]
+    assert train_config_hash(held) != train_config_hash(by_label["LTD width=90"])
+
+    def row(job, n_images, attack_run="attack-rate/x"):
+        r = {c: "" for c in RUN_COLUMNS}
+        r.update(model_kind=job["model_kind"], seed=job["seed"], config_hash=train_config_hash(job),
+                 n_images=n_images, attack_run=attack_run, task="digits")
+        return r
+
+    table = tmp_path / "findings_runs.csv"
+    write_csv(table, [row(held, 20), row(other_n, 100),  # attacked on another number of images: run
+                      row(by_label["ltd=none width=60"], 20, attack_run="")],  # no attack run: run
+              RUN_COLUMNS)
+    assert [j["label"] for j in committed_jobs(study, table)] == ["LTD width=60"]
+    # another seed is another job
+    assert committed_jobs({**study, "jobs": [{**held, "seed": 1}]}, table) == []
+
+    assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
+                 str(table)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(committed: not run)") == 1 and "4 jobs, 1 held by" in out
+    assert "estimated cost, rate: 3 jobs" in out
+
+    out_dir = tmp_path / "r"
+    assert main(["study", "-q", str(f), "--jobs", "1", "--out", str(out_dir), "--skip-committed", str(table)]) == 0
+    assert len(find_runs(out_dir, "rate")) == 3 and len(find_runs(out_dir, "attack-rate")) == 3
+    (srun,) = find_runs(out_dir, "study-tiny")
+    status = {r["label"]: r["status"] for r in read_csv(srun / "study.csv")}
+    assert status == {"LTD width=60": "committed", "LTD width=90": "ok", "ltd=none width=60": "ok",
+                      "ltd=none width=90": "ok"}
+    trained = {json.loads((p / "config.json").read_text())["model"]["width"] for p in find_runs(out_dir, "rate")}
+    assert trained == {60, 90}
+
+    assert main(["study", "-q", str(f), "--out", str(out_dir), "--skip-committed", str(tmp_path / "nope.csv")]) == 2
+    assert "no findings table at" in one_line_error(capsys.readouterr().err)
