@@ -21,7 +21,7 @@ __all__ = ["COLUMNS", "PAPER_FGSM_MSE_EPS01", "TRACE_COLUMNS", "collect", "colle
 
 KEY = ("granule", "width", "k", "ltd", "batch_size", "seed")
 METRICS = ("clean_accuracy", "fgsm_mse_eps0.1", "pgd_mse_eps0.1", "strong_eps0.1", "worst_eps0.1")
-# PGD with the other losses, and what the attacked readout looks like (clean images; scripts/attack.py):
+# PGD with the other losses, and what the attacked readout looks like (clean images; attacks/experiment.py):
 # absent from older rows
 READOUT = ("pgd_ce_eps0.1", "pgd_margin_eps0.1", "readout_weight_norm", "clean_true_score_mean", "clean_other_score_mean", "clean_margin_mean", "clean_mse_mean")
 # what each run cost (absent from older rows): wall times, and the strong evaluation's image-gradient

@@ -201,7 +201,7 @@ def _headline_section(rows: list[dict]) -> list[str]:
                  r["source"] or "–", _f(r["clean"])]
         cells += [_pm(r[f"robust@{e:g}"], r[f"robust@{e:g}_ci"]) for e in HEADLINE_EPS]
         cells.append(r["n_runs"])
-        if r["noise_mode"]:
+        if r["noise_mode"] in ("frozen", "fresh"):
             cells[3] += f" ({r['noise_mode']} noise)"
         body.append(cells)
     return lines + _table(heads, body)

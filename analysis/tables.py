@@ -3,8 +3,9 @@
 Every function here reads files only. Rows are plain dicts; a table is a list of rows.
 
 The attack table has the columns of ``robustness.csv`` (``model, attack, loss, eps, n, n_correct,
-robust_acc, mean_linf, mean_l2, ...``; for spiking runs also ``queries, noise_mode,
-success_prob, norm, source``) plus the fields of the attacked training run:
+robust_acc, mean_linf, mean_l2, ..., queries, noise_mode, success_prob, norm, source``: one
+schema for both suites; rate and MLP runs written before it get ``noise_mode`` ``none`` and the
+``source`` it gives them) plus the fields of the attacked training run:
 
 ==================  ======================================================================
 ``model_kind``      the trained model (``rate``, ``mlp``, ``spiking``)
@@ -159,6 +160,11 @@ def attack_table(study: Study) -> list[dict]:
             row["robust_acc"] = _as_float(row.get("robust_acc"))
             row["norm"] = row.get("norm") or "linf"
             row["model"] = row.get("model") or base["model_kind"]
+            if not row.get("noise_mode") and base["model_kind"] != "spiking":
+                # rate / MLP runs written before the one schema (attacks.specs.stamp): what it writes now
+                row["noise_mode"] = "none"
+                row["source"] = row.get("source") or {"noise": "none", "square": "none", "worst": "all"}.get(
+                    row.get("attack"), row["model"])
             rows.append(row)
     return rows
 

@@ -48,6 +48,8 @@ class AttackConfig:
         :mod:`attacks.square`) at every eps, L-inf; off by default (it costs two to three forward
         passes per image, eps and iteration: affordable for small models, not for the paper's widest).
     square_iters : its iterations.
+    headline_eps : the budgets whose robust accuracies also go into ``metrics.json``
+        (``robust_acc_<attack>_eps<e>``, ``robust_acc_worst_eps<e>``), those of them in ``eps``.
     """
 
     n: int = 1000
@@ -79,6 +81,7 @@ class AttackConfig:
     apgd_restarts: int = 1
     square: bool = False
     square_iters: int = 1000
+    headline_eps: tuple[float, ...] = (0.1, 0.3)
 
     def __post_init__(self):
         if self.n < 1:
@@ -111,5 +114,8 @@ class AttackConfig:
             raise ValueError(f"attack.target_acc must be in [0, 1], got {self.target_acc}")
         if not max(self.eps) <= self.eps_max <= 1:
             raise ValueError(f"attack.eps_max must be in [max(eps), 1], got {self.eps_max}")
+        bad = [e for e in self.headline_eps if not e >= 0]
+        if bad:
+            raise ValueError(f"attack.headline_eps must be >= 0, got {bad[0]}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"attack.batch_size must be >= 1, got {self.batch_size}")

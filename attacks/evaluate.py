@@ -49,8 +49,12 @@ log = logging.getLogger(__name__)
 __all__ = ["ROBUSTNESS_COLUMNS", "DOMINANCE", "Evaluation", "evaluate_attack", "worst_case", "attack_once", "derive_seed",
            "check_rows"]
 
+# one schema for both suites (attacks.specs.stamp fills the last six columns of a rate model's rows:
+# queries 0, noise_mode "none", success_prob / trial_acc NaN, the spec's norm and gradient source)
 ROBUSTNESS_COLUMNS = ["model", "attack", "loss", "eps", "seed", "n", "n_correct", "robust_acc", "mean_linf", "mean_l2",
-                      "ci_low", "ci_high"]
+                      "ci_low", "ci_high", "queries", "noise_mode", "success_prob", "trial_acc", "norm", "source"]
+# the columns evaluate_attack's rows begin with (the suites add the rest)
+EVALUATION_COLUMNS = ROBUSTNESS_COLUMNS[:12]
 
 # (stronger, weaker): the stronger attack's robust accuracy must not exceed the weaker one's at the
 # same eps for a shared loss (rows that combine losses name them joined by "+", e.g. "margin+ce").

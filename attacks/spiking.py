@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import eagerpy as ep
@@ -54,8 +53,10 @@ import torch
 from attacks.checks import check_gradient_masking
 from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack, worst_case
 from attacks.stats import add_intervals
-from attacks.foolbox_attacks import FGSM, PGD, LossMixin, _check_loss, uniform_noise
-from core.errors import CerebError, ConfigError
+from attacks.foolbox_attacks import PGD, LossMixin, _check_loss
+from attacks.specs import build, spec
+from attacks.suite import SuiteResult
+from core.errors import CerebError
 from models.spiking.params import EngineConfig
 from models.surrogate import SurrogateConfig
 
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SpikingAttackConfig", "SpikingAttackExperiment", "SPIKING_COLUMNS", "HybridPGD", "L2PGD",
            "SpikingBlackBox", "run_spiking_suite", "DOMINANCE_SPIKING", "tie_flags"]
 
-SPIKING_COLUMNS = ROBUSTNESS_COLUMNS + ["queries", "noise_mode", "success_prob", "trial_acc", "norm", "source"]
+SPIKING_COLUMNS = ROBUSTNESS_COLUMNS  # one schema for both suites (attacks.specs)
 DECISION_ATTACKS = ("hsja-l2", "hsja-linf", "boundary-l2")
 HYBRID_TOLERANCE = 0.1  # the hybrid's own restarts may trail the surrogate-PGD transfer by this much (random starts)
 # (stronger, weaker) pairs checked at each eps for a shared model and loss
@@ -108,6 +109,9 @@ class SpikingAttackConfig:
     max_queries : hard per-image budget.
     fresh_repeats : fresh-noise re-evaluations of every adversarial example (majority decision).
     fresh_eps : the eps at which fresh-noise rows are written (0: the fresh-noise clean baseline).
+    headline_eps : the budgets of the headline metrics (``fresh_noise_robust_acc_eps<e>`` and its
+        interval and strongest attack, ``robust_acc_worst_eps<e>``, the per-attack metrics, the
+        hybrid's tie fractions and the surrogate's agreement on adversarial inputs).
     """
 
     n: int = 100
@@ -136,11 +140,12 @@ class SpikingAttackConfig:
     max_queries: int = 1000
     fresh_repeats: int = 5
     fresh_eps: tuple[float, ...] = (0.0, 0.1, 0.2)
+    headline_eps: tuple[float, ...] = (0.1, 0.2)
 
     def __post_init__(self):
         if self.n < 1:
             raise ValueError(f"attack.n must be >= 1, got {self.n}")
-        for name in ("eps", "l2_eps", "fresh_eps"):
+        for name in ("eps", "l2_eps", "fresh_eps", "headline_eps"):
             bad = [e for e in getattr(self, name) if not e >= 0]
             if bad:
                 raise ValueError(f"attack.{name} must be >= 0, got {bad[0]}")
@@ -290,13 +295,7 @@ class SpikingBlackBox:
 
 
 # ----------------------------------------------------------------------------- suite
-@dataclass
-class SpikingSuiteResult:
-    rows: list[dict]
-    transfer: list[dict]
-    decision: dict[str, Any]
-    examples: dict[str, np.ndarray]
-    metrics: dict[str, Any]
+SpikingSuiteResult = SuiteResult  # one result type for both suites (attacks.suite.SuiteResult)
 
 
 def _row_defaults(row: dict, *, norm: str, source: str, noise_mode: str = "frozen", queries: int = 0,
@@ -421,7 +420,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
 
     # -- uniform noise on the spiking network itself
     if cfg.noise:
-        ev = evaluate_attack(uniform_noise(), spiking_fmodel, bb.labels, x, y, cfg.eps, model="spiking",
+        ev = evaluate_attack(build("spiking", "noise", cfg), spiking_fmodel, bb.labels, x, y, cfg.eps, model="spiking",
                              attack="noise", loss="none", seed=seed, prune=True, batch_size=n)
         rows += frozen_rows(ev, norm="linf", source="none", queries_per_image=len(cfg.eps))
         evaluations["noise_none"] = ev
@@ -433,9 +432,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         if not on:
             continue
         for loss in cfg.losses:
-            atk = [FGSM(loss=loss)] if kind == "fgsm" else \
-                [PGD(loss=loss, steps=cfg.pgd_steps, rel_stepsize=cfg.pgd_rel_stepsize) for _ in range(cfg.restarts)] \
-                + [FGSM(loss=loss)]
+            atk = build("spiking", kind, cfg, loss, model="spiking")
             ev = evaluate_attack(atk, sur_fmodel, sur_labels, x, y, cfg.eps, model="surrogate", attack=kind,
                                  loss=loss, seed=seed, prune=False, batch_size=n)
             ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
@@ -455,11 +452,9 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
 
     # -- APGD (AutoAttack's white-box core) on the surrogate, transferred like PGD
     if cfg.apgd:
-        from attacks.apgd import APGD
-
         losses = ["ce"] + (["dlr"] if surrogate_classes(surrogate, x) >= 3 else [])
         loss = "+".join(losses)
-        ev = evaluate_attack([APGD(loss=l, steps=cfg.apgd_steps, batch_size=max(n, 1)) for l in losses], sur_fmodel,
+        ev = evaluate_attack(build("spiking", "apgd", cfg, loss, batch_size=max(n, 1)), sur_fmodel,
                              sur_labels, x, y, cfg.eps, model="surrogate", attack="apgd", loss=loss, seed=seed,
                              prune=True, recheck=False, batch_size=n,
                              extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
@@ -473,7 +468,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         tick("apgd")
 
     if cfg.pgd_l2 and cfg.l2_eps:
-        atk = [L2PGD(loss="margin", steps=cfg.pgd_steps) for _ in range(cfg.restarts)]
+        atk = build("spiking", "pgd-l2", cfg, "margin")
         ev = evaluate_attack(atk, sur_fmodel, sur_labels, x, y, cfg.l2_eps, model="surrogate", attack="pgd-l2",
                              loss="margin", seed=seed, prune=False, batch_size=n)
         ev = _reevaluate(ev, sur_labels, x, y, model="surrogate")
@@ -487,7 +482,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     # -- transfer from the rate model / MLP
     for name, (model, predict) in (transfer_models or {}).items():
         fm = fb.PyTorchModel(model.eval(), bounds=(0, 1), device="cpu")
-        atk = PGD(loss="margin", steps=cfg.pgd_steps, rel_stepsize=cfg.pgd_rel_stepsize)
+        atk = build("spiking", "transfer", cfg, "margin")
         ev = evaluate_attack(atk, fm, predict, x, y, cfg.eps, model=name, attack="pgd", loss="margin", seed=seed,
                              prune=False, batch_size=n)
         ev = _reevaluate(ev, predict, x, y, model=name)
@@ -504,8 +499,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     hybrid_messages: list[str] = []
     # -- hybrid: surrogate gradient, spiking decisions (+ the surrogate PGD as a second restart)
     if cfg.hybrid:
-        hyb = HybridPGD(bb.labels, loss="margin", steps=cfg.hybrid_steps, rel_stepsize=cfg.pgd_rel_stepsize)
-        restarts = [hyb, PGD(loss="margin", steps=cfg.pgd_steps, rel_stepsize=cfg.pgd_rel_stepsize)]
+        restarts = build("spiking", "hybrid", cfg, "margin", bb=bb)
         q0 = bb.queries
         ev = evaluate_attack(restarts, sur_fmodel, bb.labels, x, y, cfg.eps, model="spiking", attack="hybrid",
                              loss="margin", seed=seed, prune=True, batch_size=n)
@@ -540,7 +534,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         metrics["hybrid_queries_per_image"] = round(per_image, 1)
         for k, eps in enumerate(ev.epsilons):
             fooled = ev.clean_correct & ~ev.correct[k]
-            if eps > 0 and fooled.any() and any(abs(eps - e) < 1e-9 for e in (0.1, 0.2)):
+            if eps > 0 and fooled.any() and any(abs(eps - e) < 1e-9 for e in cfg.headline_eps):
                 tied, silent = tie_flags(bb.scores(ev.adversarial[k][fooled]))
                 metrics[f"hybrid_tied_frac_eps{eps:g}"] = float(tied.mean())
                 metrics[f"hybrid_silent_frac_eps{eps:g}"] = float(silent.mean())
@@ -554,8 +548,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     # -- the hybrid on the noise-averaged decision (EOT), at the fresh-noise budgets
     eot_eps = [0.0] + [e for e in cfg.fresh_eps if e > 0 and any(abs(e - b) < 1e-9 for b in cfg.eps)]
     if cfg.eot_hybrid and cfg.fresh_repeats >= 1 and len(eot_eps) > 1:
-        atk = EOTHybridPGD(bb, cfg.fresh_repeats, loss="margin", steps=cfg.hybrid_steps,
-                           rel_stepsize=cfg.pgd_rel_stepsize)
+        atk = build("spiking", "eot-hybrid", cfg, "margin", bb=bb)
         q0 = bb.queries
         ev = evaluate_attack(atk, sur_fmodel, bb.labels, x, y, eot_eps, model="spiking", attack="eot-hybrid",
                              loss="margin", seed=seed, prune=False, batch_size=n)
@@ -572,11 +565,9 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     # -- score-based, on the noise-averaged Purkinje scores (expectation over the noise), at the
     # fresh-noise budgets
     if cfg.square and cfg.square_repeats >= 1 and len(eot_eps) > 1:
-        from attacks.square import Square
-
         averaged_scores = NoiseAveragedScores(bb, cfg.square_repeats)
         q0 = bb.queries
-        sq = Square(norm="linf", iterations=cfg.square_iters, batch_size=n)
+        sq = build("spiking", "square", cfg, batch_size=n)
         ev = evaluate_attack(sq, fb.models.NumPyModel(averaged_scores, bounds=(0, 1)), bb.labels, x, y, eot_eps,
                              model="spiking", attack="square", loss="none", seed=seed, prune=True, batch_size=n,
                              extra={"steps": cfg.square_iters, "stepsize": float("nan")})
@@ -707,10 +698,14 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     if "hybrid_margin" in evaluations:
         ev = evaluations["hybrid_margin"]
         for k, eps in enumerate(ev.epsilons):
-            if any(abs(eps - e) < 1e-9 for e in (0.1, 0.2)):
+            if any(abs(eps - e) < 1e-9 for e in cfg.headline_eps):
                 adv = ev.adversarial[k]
                 metrics[f"surrogate_agreement_adv_eps{eps:g}"] = float(np.mean(sur_labels(adv) == bb.labels(adv)))
 
+    for r in rows:  # every row's norm is its attack's (attacks.specs); transfers are named transfer-<model>
+        name = "transfer" if r["attack"].startswith("transfer-") else r["attack"]
+        assert r["norm"] == spec("spiking", name).norm, r
+        r["noise_mode"] = r.get("noise_mode") or "frozen"
     add_intervals(rows)
     for r in rows:  # the threat model of the headline: fresh noise, majority over fresh_repeats trials
         if r["noise_mode"] != "fresh" or r["model"] != "spiking" or r["norm"] != "linf":
@@ -718,7 +713,7 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
         if r["eps"] == 0:
             metrics.setdefault("fresh_clean_accuracy", r["robust_acc"])
             metrics.setdefault("fresh_clean_ci", [r["ci_low"], r["ci_high"]])
-        for e in (0.1, 0.2):
+        for e in cfg.headline_eps:
             if abs(r["eps"] - e) < 1e-9:
                 metrics[f"fresh_robust_acc_{r['attack']}_eps{e:g}"] = r["robust_acc"]
                 key = f"fresh_noise_robust_acc_eps{e:g}"
@@ -761,10 +756,10 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
     metrics["check_messages"] = messages
     for r in rows:
         if r["noise_mode"] == "frozen" and r["model"] == "spiking" and r["norm"] == "linf":
-            for e in (0.1, 0.2):
+            for e in cfg.headline_eps:
                 if abs(r["eps"] - e) < 1e-9:
                     metrics[f"robust_acc_{r['attack']}_{r['loss']}_eps{e:g}"] = r["robust_acc"]
-    worst = _worst(rows)
+    worst = _worst(rows, cfg.headline_eps)
     metrics.update(worst)
 
     examples = {"x_clean": x[:10], "y": y[:10]}
@@ -773,7 +768,8 @@ def run_spiking_suite(bb: SpikingBlackBox, surrogate, x: np.ndarray, y: np.ndarr
             continue
         examples[f"{key}.eps"] = np.asarray(ev.epsilons)
         examples[f"{key}.x_adv"] = ev.adversarial[:, :10]
-    return SpikingSuiteResult(rows, transfer, decision, examples, metrics)
+    return SuiteResult(rows=rows, messages=messages, traces=[], metrics=metrics, evaluations=evaluations,
+                       transfer=transfer, decision=decision, examples=examples)
 
 
 def surrogate_classes(surrogate, x: np.ndarray) -> int:
@@ -819,11 +815,11 @@ def _stronger(a, b, x):
     return Evaluation(rows, list(a.epsilons), correct, adversarial, a.clean_correct)
 
 
-def _worst(rows: list[dict]) -> dict:
+def _worst(rows: list[dict], headline_eps) -> dict:
     """Robust accuracy of the per-image worst case (the ``worst`` rows: frozen noise, L-inf, on the
-    spiking network) at eps 0.1 and 0.2."""
+    spiking network) at the headline budgets."""
     out = {}
-    for e in (0.1, 0.2):
+    for e in headline_eps:
         vals = [r["robust_acc"] for r in rows if r["model"] == "spiking" and r["noise_mode"] == "frozen"
                 and r["norm"] == "linf" and abs(r["eps"] - e) < 1e-9 and r["attack"] == "worst"]
         if vals:

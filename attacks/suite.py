@@ -49,8 +49,8 @@ import numpy as np
 from attacks.checks import check_budget, check_dominance, check_gradient_masking, check_zero_gradients
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, attack_once, check_rows, derive_seed, evaluate_attack, worst_case
-from attacks.foolbox_attacks import FGSM, PGD, StrongPGD, TracedPGD, uniform_noise
-from attacks.square import Square
+from attacks.foolbox_attacks import TracedPGD
+from attacks.specs import build, spec, stamp
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,19 @@ TRACE_COLUMNS = ["model", "eps", "loss", "step", "n", "loss_mean", "margin_mean"
 
 @dataclass
 class SuiteResult:
-    """Rows of ``robustness.csv``, failed-check messages, trace rows, scalar metrics, examples."""
+    """What either suite returns (:func:`run_suite`, :func:`attacks.spiking.run_spiking_suite`):
+    rows of ``robustness.csv`` (:data:`attacks.evaluate.ROBUSTNESS_COLUMNS`), failed-check messages,
+    PGD trace rows (rate suite), scalar metrics, the evaluations by name; the spiking suite also
+    fills the transfer matrix rows, the decision-based attacks' arrays and example adversarials."""
 
     rows: list[dict]
     messages: list[str]
     traces: list[dict]
     metrics: dict
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    transfer: list[dict] = field(default_factory=list)
+    decision: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def checks_passed(self) -> bool:
@@ -90,11 +96,6 @@ def _logits(fmodel: Any, x: np.ndarray):
     return ep.astensor(fmodel(_to_model_input(fmodel, np.asarray(x, dtype=np.float32)))).numpy()
 
 
-def _strong_attacks(cfg: AttackConfig) -> list:
-    return [StrongPGD(loss=cfg.strong_losses[r % len(cfg.strong_losses)], steps=cfg.strong_steps,
-                rel_stepsize=cfg.strong_rel_stepsize, random_start=True) for r in range(cfg.strong_restarts)]
-
-
 def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
               cfg: AttackConfig, *, model: str, seed: int = 0, batch_size: int = 256,
               progress: Callable[[str], None] | None = None) -> SuiteResult:
@@ -114,46 +115,45 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     evals: dict[str, Evaluation] = {}
     timings = {}
 
-    def run(name: str, attacks, attack: str, loss: str, **kw) -> None:
+    def run(name: str, attack: str, loss: str, **kw) -> None:
+        """Build ``attack`` from the table (attacks.specs) and evaluate it at every eps."""
         t0 = time.time()
+        attacks = build("rate", attack, cfg, loss, batch_size=bs)
         evals[name] = evaluate_attack(attacks, fmodel, predict, x, y, cfg.eps, attack=attack, loss=loss, **common, **kw)
         timings[name] = time.time() - t0
 
     if cfg.noise:
-        run("noise/none", uniform_noise(), "noise", "none", extra={"steps": 0, "stepsize": float("nan")})
+        run("noise/none", "noise", "none", extra={"steps": 0, "stepsize": float("nan")})
     for loss in cfg.losses:
         if cfg.fgsm:
-            run(f"fgsm/{loss}", FGSM(loss=loss), "fgsm", loss, extra={"steps": 1, "stepsize": float("nan")})
+            run(f"fgsm/{loss}", "fgsm", loss, extra={"steps": 1, "stepsize": float("nan")})
     for loss in cfg.losses:
         if cfg.pgd:
-            atk = PGD(loss=loss, steps=cfg.pgd_steps, abs_stepsize=cfg.pgd_stepsize, random_start=cfg.pgd_random_start)
-            run(f"pgd/{loss}", atk, "pgd", loss, extra={"steps": cfg.pgd_steps, "stepsize": cfg.pgd_stepsize})
+            run(f"pgd/{loss}", "pgd", loss, extra={"steps": cfg.pgd_steps, "stepsize": cfg.pgd_stepsize})
     if cfg.square:  # score-based, no gradients: a check on the gradient attacks as much as an attack
-        run("square/none", Square(norm="linf", iterations=cfg.square_iters, batch_size=bs), "square", "none",
-            extra={"steps": cfg.square_iters, "stepsize": float("nan")})
+        run("square/none", "square", "none", extra={"steps": cfg.square_iters, "stepsize": float("nan")})
     strong_loss = "+".join(cfg.strong_losses)
     if cfg.strong:
         # the attacks above go first: an image one of them fooled at an eps is not attacked again there
-        run("strong", _strong_attacks(cfg), "strong", strong_loss,
+        run("strong", "strong", strong_loss,
             until_acc=cfg.target_acc, eps_step=cfg.eps_step, eps_max=cfg.eps_max,
             known=[ev for ev in evals.values()] if cfg.strong_after_cheap else (),
             extra={"steps": cfg.strong_steps, "stepsize": float("nan"), "rel_stepsize": cfg.strong_rel_stepsize})
 
     if cfg.apgd:
         # AutoAttack's white-box core, last: only the images no attack above fooled at that eps
-        from attacks.apgd import APGD
-
         n_classes = int(np.asarray(_logits(fmodel, x[:1])).shape[1]) if len(x) else 0
         losses = [loss for loss in cfg.apgd_losses if loss != "dlr" or n_classes >= 3]
         if losses:
-            run("apgd/" + "+".join(losses),
-                [APGD(loss=loss, steps=cfg.apgd_steps, restarts=cfg.apgd_restarts, batch_size=bs) for loss in losses],
-                "apgd", "+".join(losses), known=list(evals.values()),
+            run("apgd/" + "+".join(losses), "apgd", "+".join(losses), known=list(evals.values()),
                 extra={"steps": cfg.apgd_steps, "stepsize": float("nan")})
 
     rows = [row for ev in evals.values() for row in ev.rows]
     if len(evals) > 1:
         rows += worst_case(list(evals.values()), x, model=model, seed=seed)
+    for row in rows:  # one schema for both suites; a white-box row's gradient comes from the model itself
+        gradient = spec("rate", row["attack"]).gradient
+        stamp(row, "rate", row["attack"], noise_mode="none", source=model if gradient == "model" else gradient)
     for row in rows:  # the worst case contains every attack, by construction: a bug if not
         assert row["attack"] != "worst" or row["n_correct"] <= min(
             r["n_correct"] for r in rows if r["attack"] != "worst" and abs(r["eps"] - row["eps"]) < 1e-9), row
@@ -197,10 +197,10 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     for name, ev in evals.items():
         metrics[f"wall_s_{name.replace('/', '_')}"] = round(timings[name], 3)
         for row in ev.rows:
-            if abs(row["eps"] - 0.1) < 1e-9 or abs(row["eps"] - 0.3) < 1e-9:
+            if _headline(row["eps"], cfg.headline_eps):
                 metrics[f"robust_acc_{name.replace('/', '_')}_eps{row['eps']:g}"] = row["robust_acc"]
     for row in rows:
-        if row["attack"] == "worst" and (abs(row["eps"] - 0.1) < 1e-9 or abs(row["eps"] - 0.3) < 1e-9):
+        if row["attack"] == "worst" and _headline(row["eps"], cfg.headline_eps):
             metrics[f"robust_acc_worst_eps{row['eps']:g}"] = row["robust_acc"]
     if "strong" in evals:
         metrics["strong_eps_at_target"] = evals["strong"].eps_at(cfg.target_acc)
@@ -228,6 +228,10 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     else:
         metrics["evidence"] = None
     return SuiteResult(rows, messages, traces, metrics, evals)
+
+
+def _headline(eps: float, headline_eps) -> bool:
+    return any(abs(eps - e) < 1e-9 for e in headline_eps)
 
 
 def _mse_gap(evals: dict[str, Evaluation]) -> tuple[float, float, int, int] | None:

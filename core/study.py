@@ -88,7 +88,7 @@ def load_study(path: str | Path, data_dir: str | None = None) -> dict:
     elif not isinstance(attack, Mapping):
         raise ConfigError(f"study file {path}: attack must be a mapping of attack.* overrides, or false")
     else:
-        from scripts.attack import resolve_attack_config
+        from attacks.experiment import resolve_attack_config
 
         resolve_attack_config({"attack": dict(attack)})  # validate now
 
@@ -337,7 +337,7 @@ def run_job(job: dict) -> dict:
         if job["model_kind"] == "spiking" and job.get("spiking_attack") is not None:
             from attacks.spiking import SpikingAttackExperiment
             from core.config import resolve
-            from scripts.attack import spiking_attack_run
+            from attacks.experiment import spiking_attack_run
 
             exp = resolve(SpikingAttackExperiment, job["spiking_attack"])
             arun = spiking_attack_run(run.path, exp, seed=job["seed"], out=job["out"], force=job["force"],
@@ -347,7 +347,7 @@ def run_job(job: dict) -> dict:
                            checks_passed=m.get("checks_passed"))
             summary["robust_acc_worst_eps0.1"] = m.get("robust_acc_worst_eps0.1")
         elif job["model_kind"] != "spiking" and job.get("attack") is not None:
-            from scripts.attack import attack_run, resolve_attack_config
+            from attacks.experiment import attack_run, resolve_attack_config
 
             cfg = resolve_attack_config({"attack": job["attack"]})
             arun = attack_run(run.path, cfg, seed=job["seed"], out=job["out"], force=job["force"],

@@ -1,18 +1,11 @@
-"""Attack a trained model: the seed paper's attacks and a strong evaluation, checked, in a run folder."""
+"""``cereb attack``: argument parsing and printing. The experiments themselves (load the trained run,
+attack it, write the run folder) are :mod:`attacks.experiment`."""
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
 
-import logging
-
-import numpy as np
-
-from attacks.config import AttackConfig
+from attacks.experiment import attack_run, resolve_attack_config, source_kind, spiking_attack_run
 from core.errors import CerebError
 from scripts.common import add_data_dir, add_run_arguments, collect_overrides, module_main
 
@@ -20,9 +13,6 @@ DESCRIPTION = (
     "Attack a trained run: rate/mlp (noise, FGSM, PGD with MSE/CE/margin losses, strong PGD) or spiking "
     "(surrogate white-box and transfer, hybrid, HopSkipJump); writes results/attack-<model>/<run>/robustness.csv."
 )
-ATTACKABLE = ("rate", "mlp", "spiking")
-N_EXAMPLES = 10
-log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,20 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     add_run_arguments(p)
     p.add_argument("--experiment", help="experiment folder under --out (default: attack-<model kind>)")
-
-
-@dataclass(frozen=True)
-class AttackExperiment:
-    """What ``cereb attack`` can configure: the ``attack.*`` section."""
-
-    attack: AttackConfig = field(default_factory=AttackConfig)
-
-
-def resolve_attack_config(overrides: dict):
-    """The :class:`~attacks.suite.AttackConfig` from ``{"attack": {...}}`` overrides."""
-    from core.config import resolve
-
-    return resolve(AttackExperiment, overrides).attack
 
 
 def _args_overrides(args: argparse.Namespace) -> dict:
@@ -61,187 +37,6 @@ def _args_overrides(args: argparse.Namespace) -> dict:
         extra["attack"]["eps"] = parse_set([f"eps={args.eps}"])["eps"]
     overrides, args.device = pop_device(collect_overrides(args, extra))
     return overrides
-
-
-def check_source_run(run_dir: str | Path) -> dict:
-    """Read a training run folder and make sure it can be attacked; returns :func:`load_run`'s dict."""
-    from core.runs import load_run
-
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise CerebError(f"run folder {run_dir} does not exist")
-    if not run_dir.is_dir():
-        raise CerebError(f"{run_dir} is not a run folder (not a directory)")
-    info = load_run(run_dir)
-    status = info["meta"].get("status")
-    if status != "completed":
-        raise CerebError(f"run {run_dir} has status '{status}', not 'completed': only finished training runs can be attacked")
-    kind = info["config"].get("model_kind")
-    if kind is None:
-        raise CerebError(f"{run_dir / 'config.json'} names no model_kind; is this a training run?")
-    if kind not in ATTACKABLE:
-        raise CerebError(f"run {run_dir} holds model kind {kind!r}; 'cereb attack' handles {', '.join(ATTACKABLE)}")
-    if "task" not in info["config"]:
-        raise CerebError(f"{run_dir / 'config.json'} has no task section")
-    return info
-
-
-def _source_kind(run_dir) -> str | None:
-    """The model kind a training run folder holds (None if unreadable: check_source_run then says why)."""
-    import json
-
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text()).get("model_kind")
-    except Exception:
-        return None
-
-
-def auto_batch_size(model) -> int:
-    """Images per attack call: about 40 M granule activations per batch (<= 500)."""
-    width = getattr(getattr(model, "cfg", None), "width", 0) or 0
-    return int(max(16, min(500, 40_000_000 // max(width, 1))))
-
-
-def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Path = "results", force: bool = False,
-               data_dir: str | None = None, experiment: str | None = None,
-               progress: Callable[[int], object] | None = None, argv: list[str] | None = None, device: str = "auto"):
-    """Evaluate the trained model in ``run_dir`` under ``attack_cfg``; returns the attack :class:`~core.runs.Run`.
-
-    ``device``: the torch device of the model and the attacks (:mod:`core.device`; in ``meta.json``,
-    not in the configuration).
-
-    ``progress`` (optional) is a callable ``(total) -> bar`` making an object with ``update()``,
-    ``set_postfix_str()`` and ``close()`` (a tqdm bar), or None for no progress display.
-    """
-    import foolbox as fb
-
-    from attacks.evaluate import ROBUSTNESS_COLUMNS
-    from attacks.suite import TRACE_COLUMNS, plan_size, run_suite
-    from core.config import config_hash, resolve, to_dict
-    from core.device import device_meta, resolve_device
-    from core.runs import open_run
-    from models.rate import load, predict_labels, predict_logits
-    from tasks import TaskConfig, load_task
-
-    resolved = resolve_device(device)
-    run_dir = Path(run_dir)
-    info = check_source_run(run_dir)
-    kind = info["config"]["model_kind"]
-    task_over = dict(info["config"]["task"])
-    if data_dir:
-        task_over["data_dir"] = data_dir
-    task_cfg = resolve(TaskConfig, task_over)
-    ds = load_task(task_cfg)
-    n_test = len(ds.y_test)
-    if attack_cfg.n > n_test:
-        raise CerebError(f"attack.n={attack_cfg.n} but the test split of task {task_cfg.name} has only {n_test} images")
-    model = load(run_dir)
-    if model.n_inputs != ds.n_inputs:
-        raise CerebError(f"the model in {run_dir} takes {model.n_inputs} inputs but task {task_cfg.name} has {ds.n_inputs}")
-    x, y = ds.x_test[: attack_cfg.n].copy(), ds.y_test[: attack_cfg.n].copy()
-
-    config = {
-        "model_kind": kind,
-        "source_run": f"{run_dir.parent.name}/{run_dir.name}",
-        "source_config_hash": config_hash(info["config"]),
-        "attack": to_dict(attack_cfg),
-    }
-    with open_run(experiment or f"attack-{kind}", config, seed, root=out, force=force, argv=argv,
-                  meta=device_meta(device, resolved)) as run:
-        if run.reused:
-            return run
-        started = time.time()
-        model = model.to(resolved)
-        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=resolved)
-        predict = lambda arr: predict_labels(model, arr)  # noqa: E731
-        bar = progress(plan_size(attack_cfg)) if progress else None
-
-        def tick(label: str) -> None:
-            if bar is not None:
-                if bar.n >= bar.total:
-                    bar.total = bar.n + 1
-                bar.update(1)
-                bar.set_postfix_str(label)
-
-        try:
-            result = run_suite(fmodel, predict, x, y, attack_cfg, model=kind, seed=seed,
-                               batch_size=auto_batch_size(model), progress=tick)
-        finally:
-            if bar is not None:
-                bar.close()
-        run.write_csv("robustness.csv", result.rows, ROBUSTNESS_COLUMNS)
-        if result.traces:
-            run.write_csv("pgd_traces.csv", result.traces, TRACE_COLUMNS)
-        examples = {"x_clean": x[:N_EXAMPLES], "y": y[:N_EXAMPLES]}
-        for name, ev in result.evaluations.items():
-            key = name.replace("/", "_")
-            examples[f"{key}.eps"] = ev.epsilons
-            examples[f"{key}.x_adv"] = ev.adversarial[:, :N_EXAMPLES]
-        run.save_npz("adversarials.npz", **examples)
-        cost = strong_cost(model, result.rows, attack_cfg) if kind == "rate" else {}
-        run.log_metrics(**result.metrics, **score_stats(predict_logits(model, x).numpy(), y), **cost,
-                        readout_weight_norm=float(model.readout.weight.detach().norm()) if kind == "rate" else None,
-                        source_test_accuracy=info["metrics"].get("test_accuracy"),
-                        attack_wall_s=round(time.time() - started, 3), load_per_core=load_per_core())
-    return run
-
-
-def load_per_core() -> float | None:
-    """The machine's 1-minute load average per core at the end of the run: above ~1, other work
-    shared the cores and the wall times overstate the cost."""
-    import os
-
-    try:
-        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 3)
-    except OSError:
-        return None
-
-
-def matmul_gflops(n_inputs: int, width: int, rows: int = 1024, repeats: int = 5, seconds: float = 0.2) -> float:
-    """This machine's float32 matrix-multiply throughput (GFLOP/s) at the granule layer's shape
-    (``rows`` images x ``n_inputs`` times ``n_inputs`` x ``width``, width capped at 50,000), measured
-    now, in this process: the best of ``repeats`` windows of ``seconds``."""
-    import torch
-
-    a, b = torch.rand(rows, n_inputs), torch.rand(n_inputs, min(width, 50_000))
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or n == 0:
-            torch.mm(a, b)
-            n += 1
-        best = max(best, 2.0 * rows * n_inputs * b.shape[1] * n / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def strong_cost(model, rows: list[dict], cfg: AttackConfig) -> dict:
-    """What the strong evaluation cost: image-gradient steps (images attacked x restarts x steps,
-    summed over eps), the granule layer's share of their FLOPs (forward and input gradient:
-    4 x fan-in x width per image-step; the readout is a small fraction of that), the achieved GFLOP/s
-    and the fraction of this machine's matrix-multiply throughput measured in the same run."""
-    strong = [r for r in rows if r["attack"] == "strong"]
-    wall = sum(r["wall_s"] for r in strong)
-    steps = sum(r.get("n_attacked", 0) for r in strong) * cfg.strong_steps
-    if not strong or not steps or wall <= 0:
-        return {"strong_image_steps": int(steps)}
-    g = model.granule
-    gflop = 4.0 * g.fan_in * g.width * steps / 1e9
-    peak = matmul_gflops(g.n_inputs, g.width)
-    return {"strong_image_steps": int(steps), "strong_gflop": gflop, "strong_gflops": gflop / wall,
-            "matmul_gflops": peak, "strong_fraction_of_matmul": gflop / wall / peak}
-
-
-def score_stats(scores: np.ndarray, y: np.ndarray) -> dict:
-    """What the attacked outputs look like on the clean images (:func:`attacks.losses.score_summary`,
-    prefixed ``clean_``), with the mean training loss to one-hot (half the summed squares)."""
-    from attacks.losses import score_summary
-
-    scores = np.asarray(scores, dtype=np.float64)
-    onehot = np.zeros_like(scores)
-    onehot[np.arange(len(y)), y] = 1.0
-    return {**{f"clean_{k}": v for k, v in score_summary(scores, y).items()},
-            "clean_mse_mean": float(0.5 * ((scores - onehot) ** 2).sum(axis=1).mean())}
 
 
 def _print_checks(m: dict) -> None:
@@ -276,176 +71,6 @@ def _print_summary(run) -> None:
     if m.get("evidence"):
         print(f"evidence: MSE-PGD looks more robust than the strong evaluation at eps={m['evidence_eps']:g}; "
               f"per-step traces in {run.path / m['evidence']}")
-
-
-def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Path = "results", force: bool = False,
-                       data_dir: str | None = None, experiment: str | None = None, progress: bool = False,
-                       argv: list[str] | None = None, device: str = "auto"):
-    """Attack the spiking network of ``run_dir`` (a :class:`~attacks.spiking.SpikingAttackExperiment`):
-    calibrate the surrogate and report its fidelity, run the suite, write the files, check.
-    Everything runs on the CPU (``meta.json`` says so); ``device`` is checked like elsewhere."""
-    from dataclasses import replace
-
-    from attacks.spiking import SPIKING_COLUMNS, SpikingBlackBox, run_spiking_suite
-    from core.config import config_hash, resolve, to_dict
-    from core.runs import open_run
-    from models.spiking.train import load_checkpoint
-    from models.surrogate import CerebellumSurrogate, calibrate, fidelity, save_surrogate, spiking_rates
-    from tasks import TaskConfig, load_task
-
-    run_dir = Path(run_dir)
-    info = check_source_run(run_dir)
-    acfg = exp.attack
-    task_over = dict(info["config"]["task"])
-    if data_dir:
-        task_over["data_dir"] = data_dir
-    ds = load_task(resolve(TaskConfig, task_over))
-    if acfg.n > len(ds.y_test):
-        raise CerebError(f"attack.n={acfg.n} but the test split of task {ds.name} has only {len(ds.y_test)} images")
-    ckpt = run_dir / "checkpoint.npz"
-    cfg, conn, weights, net_seed, _ = load_checkpoint(ckpt)
-    if conn.n_mf != ds.n_inputs:
-        raise CerebError(f"the network in {run_dir} takes {conn.n_mf} inputs but task {ds.name} has {ds.n_inputs}")
-    transfer_models = {}
-    for tr in acfg.transfer_runs:
-        tinfo = check_source_run(tr)
-        tkind = tinfo["config"]["model_kind"]
-        if tkind not in ("rate", "mlp"):
-            raise CerebError(f"attack.transfer_runs: {tr} holds a {tkind} model; transfer sources are rate or mlp runs")
-        if tinfo["config"]["task"].get("name") != ds.name:
-            raise CerebError(f"attack.transfer_runs: {tr} was trained on task {tinfo['config']['task'].get('name')}, "
-                             f"not {ds.name}")
-        from models.rate import load as load_rate, predict_labels
-
-        m = load_rate(tr)
-        transfer_models[tkind] = (m, lambda a, m=m: predict_labels(m, np.asarray(a, dtype=np.float32)))
-    x, y = ds.x_test[:acfg.n].copy(), ds.y_test[:acfg.n].copy()
-    config = {"model_kind": "spiking", "source_run": f"{run_dir.parent.name}/{run_dir.name}",
-              "source_config_hash": config_hash(info["config"]), **to_dict(exp)}
-    from core.device import device_meta, resolve_device
-
-    # the spiking suite (engine, surrogate, decision-based attacks) runs on the CPU; a device=cuda
-    # request without a GPU still fails here, as everywhere
-    resolve_device(device)
-    with open_run(experiment or "attack-spiking", config, seed, root=out, force=force, argv=argv,
-                  meta=device_meta(device, "cpu")) as run:
-        if run.reused:
-            return run
-        from models.spiking.engine import SpikingEngine
-
-        from models.rate import _torch_threads
-
-        started = time.time()
-        e = exp.engine
-        bar = None
-        # the surrogate's many small ops on one torch thread; the engine's workers use the cores
-        with _torch_threads(1), SpikingEngine(cfg, conn, weights, 
-                                              batch_size=e.copies(cfg.width), chunks_per_run=e.chunks_per_run,
-                                              workers=e.workers, noise="frozen", seed=net_seed) as engine:
-            try:
-                bb = SpikingBlackBox(engine)
-                # surrogate: calibrate on training inputs, fidelity on held-out test inputs (slot 0, frozen)
-                scfg = exp.surrogate
-                n_cal = min(scfg.n_calibration, len(ds.x_train))
-                n_fid = min(scfg.n_fidelity, len(ds.x_test))
-                zeros = lambda k: np.zeros(k, dtype=np.int64)  # noqa: E731
-                p_cal = engine.predict(ds.x_train[:n_cal], slots=zeros(n_cal))
-                p_fid = engine.predict(ds.x_test[:n_fid], slots=zeros(n_fid))
-                sur = CerebellumSurrogate(cfg, conn, weights, scfg)
-                t0 = time.time()
-                rms = calibrate(sur, ds.x_train[:n_cal], spiking_rates(p_cal, cfg), seed=seed)
-                fid_metrics, fid_arrays = fidelity(sur, ds.x_test[:n_fid], spiking_rates(p_fid, cfg))
-                save_surrogate(run.path / "surrogate.npz", sur, str(ckpt))
-                run.save_npz("fidelity.npz", **fid_arrays)
-                log.info("surrogate: agreement %.3f, r(grc) %.3f, r(pc) %.3f, readout R2 %.3f (calibration %.1f s)",
-                         fid_metrics["fidelity_agreement"], fid_metrics["fidelity_r_grc"], fid_metrics["fidelity_r_pc"],
-                         fid_metrics["fidelity_readout_r2"], time.time() - t0)
-                if progress:
-                    from tqdm.auto import tqdm
-
-                    n_steps = 1 + acfg.noise + (acfg.fgsm + acfg.pgd) * len(acfg.losses) + acfg.apgd + acfg.pgd_l2 \
-                        + len(transfer_models) + acfg.hybrid + acfg.eot_hybrid + acfg.square + len(acfg.decision) \
-                        + len(acfg.decision_fresh)
-                    bar = tqdm(total=n_steps, desc="spiking attacks", unit="attack")
-
-                def tick(label):
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix_str(label)
-
-                result = run_spiking_suite(bb, sur, x, y, acfg, seed=seed, transfer_models=transfer_models,
-                                           x_pool=ds.x_train, y_pool=ds.y_train, progress=tick)
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                run.write_csv("robustness.csv", result.rows, SPIKING_COLUMNS)
-                run.write_csv("transfer.csv", result.transfer, ["source", "target", "attack", "loss", "eps", "n",
-                                                                 "success_rate"])
-                for name, arrays in result.decision.items():
-                    run.save_npz(f"decision_{name}.npz", **arrays)
-                run.save_npz("adversarials.npz", **result.examples)
-                _write_spikes(run, cfg, conn, weights, net_seed, x, y, result)
-                run.log_metrics(**result.metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
-                                source_test_accuracy=info["metrics"].get("test_accuracy"),
-                                spiking_queries=int(bb.queries), spiking_wall_s=round(bb.wall_s, 2),
-                                attack_wall_s=round(time.time() - started, 3))
-            finally:
-                if bar is not None:
-                    bar.close()
-    return run
-
-
-def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:
-    """Spike trains of every population for one clean image and its adversarial, same noise (slot 0).
-
-    The example is the first correctly classified image that an attack fooled with a clear
-    winner (no tie at the top score), decision-based attacks first, else the hybrid; a tied
-    adversarial only when there is no other. Climbing fibres come from the same inputs simulated
-    with the olive on (teaching towards the true label) and plasticity off
-    (:func:`models.spiking.network.simulate_with_olive`); that simulation's Purkinje spikes are
-    checked against the engine's (``olive_pc_matches``).
-    """
-    from models.spiking.engine import SpikingEngine
-    from models.spiking.network import simulate_with_olive
-
-    candidates = []  # (x_clean, x_adv, label, tied)
-    for arrays in result.decision.values():
-        tied = arrays.get("tied", np.zeros(len(arrays["y"]), bool))
-        ok = arrays["success"] & (arrays["pred_clean"] == arrays["y"])
-        candidates += [(arrays["x_clean"][k], arrays["x_adv"][k], int(arrays["y"][k]), bool(tied[k]))
-                       for k in np.flatnonzero(ok)]
-    if not candidates:
-        candidates = [(x[0], x[0], int(y[0]), False)]
-    x0, x_adv, label, tied = next((c for c in candidates if not c[3]), candidates[0])
-    with SpikingEngine(cfg, conn, weights, batch_size=2, chunks_per_run=1,
-                       workers=1, noise="frozen", seed=net_seed, record=("mf", "grc", "goc", "mli", "pc")) as eng:
-        pred = eng.predict(np.stack([x0, x_adv]).astype(np.float64), slots=np.zeros(2, dtype=np.int64))
-        start = eng.steady_state()
-    olive = simulate_with_olive(cfg, conn, weights, np.stack([x0, x_adv]), np.array([label, label]), net_seed, start)
-    matches = all(np.array_equal(olive[q]["pc"][0], pred.spikes["pc"][q][0])
-                  and np.allclose(olive[q]["pc"][1], pred.spikes["pc"][q][1], atol=1e-6) for q in range(2))
-    if not matches:
-        log.warning("the olive simulation's Purkinje spikes differ from the engine's: climbing-fibre raster not "
-                    "aligned with the other populations")
-    out = {"window_ms": np.float64(cfg.window_ms), "x_clean": x0, "x_adv": x_adv, "label": np.int64(label),
-           "pred_clean": np.int64(pred.labels[0]), "pred_adv": np.int64(pred.labels[1]),
-           "scores_clean": pred.scores[0], "scores_adv": pred.scores[1], "tied_adv": np.bool_(tied),
-           "olive_pc_matches": np.bool_(matches),
-           "mf_rate_min_hz": np.float64(cfg.mf_rate_min_hz), "mf_rate_max_hz": np.float64(cfg.mf_rate_max_hz)}
-    sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc, "cf": conn.n_pc}
-    trains = dict(pred.spikes)
-    trains["cf"] = [olive[q]["cf"] for q in range(2)]
-    for pop, per_query in trains.items():
-        out[f"n_{pop}"] = np.int64(sizes[pop])
-        for q, cond in enumerate(("clean", "adv")):
-            i, t = per_query[q]
-            out[f"{cond}_{pop}_i"] = np.asarray(i, dtype=np.int32)
-            out[f"{cond}_{pop}_t_ms"] = np.asarray(t, dtype=np.float64)
-    run.save_npz("spikes.npz", **out)
-
-
-def _spiking_overrides(args: argparse.Namespace) -> dict:
-    return _args_overrides(args)
 
 
 def _print_spiking_summary(run) -> None:
@@ -485,7 +110,7 @@ def _print_spiking_summary(run) -> None:
             cells = {r["eps"]: r for r in fresh if r["attack"] == attack}
             print(f"{attack:<14} " + "  ".join(f"eps {e:g}: {cells[e]['robust_acc']:.3f} [{cells[e]['ci_low']:.2f}, "
                                               f"{cells[e]['ci_high']:.2f}]" for e in eps if e in cells))
-    for e in (0.1, 0.2):
+    for e in run.config.get("attack", {}).get("headline_eps", (0.1, 0.2)):
         if f"fresh_noise_robust_acc_eps{e:g}" in m:
             lo, hi = m[f"fresh_noise_ci_eps{e:g}"]
             print(f"fresh_noise_robust_acc@{e:g}={m[f'fresh_noise_robust_acc_eps{e:g}']:.3f} [{lo:.3f}, {hi:.3f}] "
@@ -498,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     quiet = getattr(args, "quiet", False)
-    kind = _source_kind(args.run)
+    kind = source_kind(args.run)
     if kind == "spiking":
         from attacks.spiking import SpikingAttackExperiment
         from core.config import resolve

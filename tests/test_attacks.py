@@ -10,7 +10,7 @@ import torch
 
 import eagerpy as ep
 from attacks.config import LOSS_NAMES, AttackConfig
-from attacks.evaluate import ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
+from attacks.evaluate import EVALUATION_COLUMNS, ROBUSTNESS_COLUMNS, check_rows, evaluate_attack
 from attacks.foolbox_attacks import FGSM, PGD, TracedPGD, make_attack, uniform_noise
 from attacks.losses import LOSSES, margin, score_summary
 from attacks.suite import run_suite
@@ -103,7 +103,7 @@ def test_every_attack_respects_eps_bounds_and_the_clean_accuracy(trained, table,
     ev = evals[name]
     clean = float((predict(x) == y).mean())
     assert ev.rows[0]["eps"] == 0 and ev.rows[0]["robust_acc"] == clean
-    assert list(ev.rows[0])[: len(ROBUSTNESS_COLUMNS)] == ROBUSTNESS_COLUMNS
+    assert list(ev.rows[0])[: len(EVALUATION_COLUMNS)] == EVALUATION_COLUMNS
     delta = np.abs(ev.adversarial - x[None]).reshape(len(EPS), len(x), -1).max(axis=2)
     for i, eps in enumerate(EPS):
         assert delta[i].max() <= eps + 1e-6
@@ -324,11 +324,64 @@ def test_suite_writes_every_attack_and_records_evidence(trained):
     assert all(r["grad_l2_mean"] >= 0 for r in res.traces)
 
 
+def test_attack_table_builds_every_attack_from_the_config_and_stamps_one_schema(trained):
+    from attacks.spiking import SpikingAttackConfig
+    from attacks.specs import ATTACKS, build, spec, stamp
+
+    class Box:  # what the spiking factories need of the black box
+        def labels(self, a):
+            return np.zeros(len(a), dtype=np.int64)
+
+    rate_cfg = AttackConfig(pgd_steps=7, strong_steps=11, strong_restarts=3, apgd_steps=13, square_iters=17)
+    spk_cfg = SpikingAttackConfig(pgd_steps=7, restarts=2, hybrid_steps=9, apgd_steps=13, square_iters=17)
+    for (suite, name), s in ATTACKS.items():
+        assert s.suite == suite and s.name == name and s.norm in ("linf", "l2")
+        if s.factory is None:
+            continue
+        cfg = rate_cfg if suite == "rate" else spk_cfg
+        loss = {"apgd": "ce+dlr", "noise": "none", "square": "none"}.get(name, "margin")
+        built = build(suite, name, cfg, loss, bb=Box(), model=suite, batch_size=8)
+        for atk in built if isinstance(built, list) else [built]:
+            assert callable(atk), (suite, name)
+    # the factories read the configuration
+    assert build("rate", "pgd", rate_cfg, "mse").steps == 7
+    assert [a.steps for a in build("rate", "strong", rate_cfg)] == [11, 11, 11]
+    spk_pgd = build("spiking", "pgd", spk_cfg, "margin", model="spiking")
+    assert len(spk_pgd) == 3 and type(spk_pgd[-1]).__name__ == "FGSM"  # 2 restarts + FGSM
+    assert [type(a).__name__ for a in build("spiking", "hybrid", spk_cfg, "margin", bb=Box())] == ["HybridPGD", "PGD"]
+    assert [a.loss for a in build("rate", "apgd", rate_cfg, "ce+dlr")] == ["ce", "dlr"]
+    with pytest.raises(ValueError, match="unknown rate attack 'hybrid'"):
+        spec("rate", "hybrid")
+    with pytest.raises(ValueError, match="has no factory"):
+        build("spiking", "hsja-l2", spk_cfg)
+    with pytest.raises(ValueError, match="noise_mode must be one of"):
+        stamp({}, "rate", "pgd", noise_mode="warm")
+    # a rate suite's rows carry every column of the one schema, stamped from the table
+    _, fmodel, predict, x, y = trained
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.1), losses=("mse",), pgd_steps=4, pgd_stepsize=0.05, strong=False,
+                       apgd=False)
+    rows = run_suite(fmodel, predict, x, y, cfg, model="rate").rows
+    assert {r["attack"] for r in rows} == {"noise", "fgsm", "pgd", "worst"}
+    for r in rows:
+        assert set(ROBUSTNESS_COLUMNS) <= set(r), r
+        assert r["noise_mode"] == "none" and r["norm"] == "linf" and r["queries"] == 0
+        assert r["source"] == {"noise": "none", "worst": "all"}.get(r["attack"], "rate")
+
+
+def test_headline_metrics_are_written_at_the_configured_eps(trained):
+    _, fmodel, predict, x, y = trained
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.05, 0.1), fgsm=False, losses=("mse",), pgd_steps=4, pgd_stepsize=0.05,
+                       strong=False, apgd=False, headline_eps=(0.05,))
+    m = run_suite(fmodel, predict, x, y, cfg, model="rate").metrics
+    assert {"robust_acc_worst_eps0.05", "robust_acc_pgd_mse_eps0.05", "robust_acc_noise_none_eps0.05"} <= set(m)
+    assert not [k for k in m if k.endswith(("eps0.1", "eps0.3"))]
+
+
 def test_suite_reports_failed_checks_instead_of_hiding_them(trained, monkeypatch):
     _, fmodel, predict, x, y = trained
-    import attacks.suite as suite
+    import attacks.foolbox_attacks as fa  # where the attack table's factories (attacks.specs) find it
 
-    monkeypatch.setattr(suite, "uniform_noise", lambda: IgnoresEps())
+    monkeypatch.setattr(fa, "uniform_noise", lambda: IgnoresEps())
     cfg = AttackConfig(n=len(y), eps=(0.0, 0.1), fgsm=False, pgd=False, strong=False)
     res = run_suite(fmodel, predict, x, y, cfg, model="rate")
     assert res.metrics["checks_passed"] is False
@@ -359,6 +412,7 @@ def test_traced_pgd_records_one_row_per_step(trained):
     ({"n": 0}, "attack.n must be >= 1"),
     ({"apgd_losses": ["ce", "margin"]}, "unknown APGD loss 'margin'"),
     ({"apgd_steps": 0}, "attack.apgd_steps must be >= 1"),
+    ({"headline_eps": [-0.1]}, "attack.headline_eps must be >= 0, got -0.1"),
 ])
 def test_attack_config_rejects_bad_values(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -447,7 +447,9 @@ class _NoOp:
 
 
 def _plant_pgd_ignores_eps(monkeypatch):
-    monkeypatch.setattr(spiking, "PGD", type("GreedyPGD", (_EpsTimes3, spiking.PGD), {}))
+    import attacks.foolbox_attacks as fa  # where the attack table's factories (attacks.specs) find PGD
+
+    monkeypatch.setattr(fa, "PGD", type("GreedyPGD", (_EpsTimes3, fa.PGD), {}))
 
 
 def _plant_l2_ignores_eps(monkeypatch):
@@ -515,6 +517,7 @@ def test_suite_checks_catch_a_planted_bug(case, monkeypatch, linear_task):
     (dict(fresh_repeats=-1), "fresh_repeats"),
     (dict(n=10, decision_n=11), "decision_n"),
     (dict(decision_n=0), "decision_n"),
+    (dict(headline_eps=(-0.1,)), "attack.headline_eps must be >= 0"),
 ])
 def test_spiking_attack_config_rejects_bad_values(bad, fragment):
     with pytest.raises((ValueError, CerebError), match=re.escape(fragment)):
@@ -766,6 +769,19 @@ def test_suite_flags_gradient_masking_when_the_surrogate_points_away(linear_task
     masking = [m for m in res.metrics["check_messages"] if "gradient masking suspected" in m]
     assert any("noise_none beats the gradient attack pgd_margin" in m for m in masking), res.metrics["check_messages"]
     assert any(c["check"] == "gradient_masking" and not c["passed"] for c in res.metrics["checks"])
+
+
+def test_headline_metrics_follow_the_configured_eps(clean_suite, linear_task):
+    from dataclasses import replace
+
+    default = clean_suite[0].metrics
+    assert "robust_acc_worst_eps0.1" in default and "fresh_noise_robust_acc_eps0.05" not in default
+    cfg = replace(SUITE_CFG, decision=(), decision_fresh=(), square=False, headline_eps=(0.05,))
+    m = run_suite(linear_task, cfg)[0].metrics
+    assert {"robust_acc_worst_eps0.05", "fresh_noise_robust_acc_eps0.05", "fresh_noise_ci_eps0.05",
+            "fresh_noise_strongest_eps0.05", "surrogate_agreement_adv_eps0.05"} <= set(m)
+    # hybrid_own_robust_acc_eps<e> is written at every eps (the hybrid's own check)
+    assert not [k for k in m if k.endswith("eps0.1") and not k.startswith("hybrid_own_")]
 
 
 def test_correct_suite_lists_passed_gradient_masking_checks(clean_suite):

@@ -76,14 +76,14 @@ def test_train_then_attack_writes_a_checked_robustness_table(trained_run, tmp_pa
 
 
 def test_failed_checks_are_printed_and_recorded(trained_run, tmp_path, capsys, monkeypatch):
-    import attacks.suite as suite
+    import attacks.foolbox_attacks as fa  # where the attack table's factories (attacks.specs) find it
 
     class IgnoresEps:  # a planted bug: perturbs by twice the eps it is given
         def __call__(self, model, inputs, criterion, *, epsilons):
             out = [(inputs + 2 * e * (1 - 2 * (inputs > 0.5))).clamp(0, 1) for e in epsilons]
             return out, out, None
 
-    monkeypatch.setattr(suite, "uniform_noise", IgnoresEps)
+    monkeypatch.setattr(fa, "uniform_noise", IgnoresEps)
     code = main(["attack", "-q", "--run", str(trained_run), "--n", "20", "--out", str(tmp_path), "--set",
                  "attack.fgsm=false", "--set", "attack.pgd=false", "--set", "attack.strong=false", "--set",
                  "attack.apgd=false"])
