@@ -106,9 +106,9 @@ def _print_spiking_summary(run) -> None:
         eps = sorted({r["eps"] for r in fresh})
         print(f"fresh noise (majority of {int(fresh[0].get('fresh_repeats') or 0)} trials per image): robust "
               f"accuracy [95% interval]")
-        for attack in dict.fromkeys(r["attack"] for r in fresh):
-            cells = {r["eps"]: r for r in fresh if r["attack"] == attack}
-            print(f"{attack:<14} " + "  ".join(f"eps {e:g}: {cells[e]['robust_acc']:.3f} [{cells[e]['ci_low']:.2f}, "
+        for attack, loss in dict.fromkeys((r["attack"], r["loss"]) for r in fresh):
+            cells = {r["eps"]: r for r in fresh if r["attack"] == attack and r["loss"] == loss}
+            print(f"{attack:<14} {loss:<7}" + "  ".join(f"eps {e:g}: {cells[e]['robust_acc']:.3f} [{cells[e]['ci_low']:.2f}, "
                                               f"{cells[e]['ci_high']:.2f}]" for e in eps if e in cells))
     for e in run.config.get("attack", {}).get("headline_eps", (0.1, 0.2)):
         if f"fresh_noise_robust_acc_eps{e:g}" in m:
