@@ -311,6 +311,9 @@ def train_job(kind: str, overrides: dict, seed: int, *, out: str, force: bool, e
 
 
 def _terminate(signum, frame):
+    # one signal is enough: a second one (the study's own terminate() after a SIGTERM to the whole
+    # process group) must not interrupt the way out, where the open run is marked 'failed'
+    signal.signal(signum, signal.SIG_IGN)
     raise SystemExit(f"terminated by signal {signum}")
 
 
@@ -360,6 +363,12 @@ def run_job(job: dict) -> dict:
                 summary[key] = m.get(key)
     except BaseException as exc:  # a failed job must not stop the others
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if job.get("worker") and threading.current_thread() is threading.main_thread():
+                # a terminated pool worker (SIGTERM to the study's process group) has marked its run
+                # 'failed' on the way out; it must not go on to the next job (the pool hands a task's
+                # exception back and keeps the worker), so it leaves now
+                logging.getLogger("cereb.study").warning("job %s seed %s: %s", job["label"], job["seed"], exc)
+                os._exit(143)
             raise
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         logging.getLogger("cereb.study").debug("job failed:\n%s", traceback.format_exc())

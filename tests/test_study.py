@@ -242,19 +242,28 @@ def _study_caught_mid_attack(tmp_path, jobs: int):
     return f, out, proc
 
 
-def test_terminated_study_leaves_no_run_marked_running(tmp_path):
+@pytest.mark.parametrize("target", ["study", "process group"])
+def test_terminated_study_leaves_no_run_marked_running(tmp_path, target):
+    """SIGTERM to the study process, or to its whole process group (``kill -- -PGID``, a cluster
+    scheduler): the study stops, its workers with it, and no run is left 'running' or started after."""
     import os
     import signal
     import time
 
     f, out, proc = _study_caught_mid_attack(tmp_path, jobs=2)
-    os.kill(proc.pid, signal.SIGTERM)
+    if target == "study":
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     time.sleep(1)  # the workers' own handlers
-    statuses = {str(p): json.loads((p / "meta.json").read_text())["status"] for p in find_runs(out)}
+    runs = find_runs(out)
+    statuses = {str(p): json.loads((p / "meta.json").read_text())["status"] for p in runs}
     assert statuses and "running" not in statuses.values(), statuses
     assert "failed" in statuses.values()
+    time.sleep(3)  # no worker goes on to another job
+    assert len(find_runs(out)) == len(runs)
 
 
 @pytest.mark.parametrize("name", ["paper_width", "paper_sparseness", "paper_four_models"])
