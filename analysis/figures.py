@@ -551,3 +551,73 @@ def plot_gallery(x_clean: np.ndarray, x_adv: np.ndarray, captions: Sequence[str]
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_spike_edits(rows: list[dict], variability: list[dict], path: str | Path) -> Path | None:
+    """Spike-domain attacks (``robustness_spikes.csv``): per method, the fraction of attacked images
+    flipped on the frozen trial with at most x spike edits (an image never flipped never counts),
+    beside the distribution of the natural variability (two Poisson draws of one image) and of the
+    spike edits of a pixel adversarial on the same trial."""
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    attacked = sorted({r["image"] for r in rows})
+    n = len(attacked)
+    top = 1.0
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == method]
+        edits = np.sort([float(r["edits"]) for r in sel if int(r["fooled_frozen"]) == 1])
+        if len(edits):
+            ax.step(np.concatenate([[0], edits]), np.arange(len(edits) + 1) / len(sel), where="post",
+                    label=f"{method} (flipped {len(edits)}/{len(sel)})")
+            top = max(top, float(edits.max()))
+    att = set(attacked)
+    for key, label, style in (("natural_variability", "natural variability (two draws)", "k--"),
+                              ("pixel_edits", "pixel adversarial (surrogate PGD)", "k:")):
+        vals = np.sort([float(v[key]) for v in variability if v["image"] in att and v[key] != ""
+                        and np.isfinite(float(v[key]))])
+        if len(vals):
+            ax.plot(np.concatenate([[0], vals]), np.arange(len(vals) + 1) / n, style, drawstyle="steps-post",
+                    label=f"{label}, {len(vals)}/{n}")
+            top = max(top, float(vals.max()))
+    ax.set_xlim(0, top * 1.05)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("spikes (edits to the mossy-fibre trains; or count differences)")
+    ax.set_ylabel(f"fraction of the {n} attacked images")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_spike_example(ex: dict, path: str | Path) -> Path | None:
+    """One image's mossy-fibre spikes on the frozen trial, clean and with the adversarial edits
+    (delivered spikes red, silenced intervals shaded), and its Purkinje spikes under each."""
+    if "clean_mf_i" not in ex:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    window = float(ex["window_ms"])
+    titles = {"clean": f"clean (label {int(ex['label'])}, predicted {int(ex['pred_clean'])})",
+              "adv": f"with the edits ({ex.get('method', '')}; predicted {int(ex['pred_adv'])})"}
+    for col, cond in enumerate(("clean", "adv")):
+        ax = axes[0][col]
+        ax.scatter(ex[f"{cond}_mf_t_ms"], ex[f"{cond}_mf_i"], s=5, marker="|", color="k", linewidths=0.6)
+        if cond == "adv":
+            for f, a, b in zip(ex["edit_silenced_fibre"], ex["edit_silenced_start_ms"], ex["edit_silenced_stop_ms"]):
+                ax.fill_between([a, b], f - 0.45, f + 0.45, color="tab:blue", alpha=0.35, linewidth=0)
+            ax.scatter(ex["edit_inserted_t_ms"], ex["edit_inserted_fibre"], s=9, marker="|", color="tab:red",
+                       linewidths=1.0)
+        ax.set_ylim(-0.5, int(ex["n_mf"]) - 0.5)
+        ax.set_title(titles[cond], fontsize=9)
+        ax.set_ylabel("mossy fibre" if col == 0 else "", fontsize=8)
+        pc = axes[1][col]
+        pc.scatter(ex[f"{cond}_pc_t_ms"], ex[f"{cond}_pc_i"], s=4, marker="|", color="k", linewidths=0.6)
+        pc.set_ylim(-0.5, int(ex["n_pc"]) - 0.5)
+        pc.set_xlim(0, window)
+        pc.set_xlabel("time (ms)", fontsize=8)
+        pc.set_ylabel("Purkinje cell" if col == 0 else "", fontsize=8)
+        for a in (ax, pc):
+            a.tick_params(labelsize=6)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -17,6 +17,10 @@ Responses: ``processing["cerebellum"]``
     ``goc`` Golgi cells, ``mli`` molecular-layer interneurons, ``pc`` Purkinje cells, ``cf``
     climbing fibres), one unit per cell with columns ``cell`` (index in the population) and, for
     ``pc`` and ``cf``, ``pc_class`` (the class whose score the cell carries).
+Stimulation protocol (spike-domain attacks): ``stimulus["mf_inserted"]`` and ``intervals["mf_silenced"]``
+    The spikes delivered to each fibre (a ``Units`` table, one unit per fibre) and the intervals in
+    which a fibre was silenced (``fibre``, ``trial``), on the same session clock; the ``mf`` units
+    then hold what the fibres fired with the edits applied.
 Stimulus: ``stimulus``
     ``mf`` (a ``Units`` table: the mossy-fibre spike trains, when recorded) and ``mf_rate`` (a
     ``TimeSeries`` in Hz, shape ``(n_trials, n_fibres)``, one sample at each trial's start: the
@@ -42,7 +46,8 @@ RESPONSE_MODULE = "cerebellum"
 POPULATION_DESCRIPTIONS = {
     "mf": "mossy fibres (the input: Poisson trains at the rate that encodes each pixel)",
     "grc": "granule cells", "goc": "Golgi cells", "mli": "molecular-layer interneurons (stellate/basket)",
-    "pc": "Purkinje cells (simple spikes)", "cf": "climbing fibres (inferior olive; complex spikes of the Purkinje cells)",
+    "pc": "Purkinje cells (simple spikes)",
+    "mf_inserted": "spikes delivered to mossy fibres on top of their own firing (stimulation protocol)", "cf": "climbing fibres (inferior olive; complex spikes of the Purkinje cells)",
 }
 
 
@@ -64,6 +69,30 @@ def _units(name: str, trains: list, n_cells: int, window_s: float, n_classes: in
         extra = {"pc_class": c // per_class} if has_class else {}
         units.add_unit(spike_times=time_s[bounds[c]:bounds[c + 1]], cell=c, **extra)
     return units
+
+
+def _add_stimulation(nwb, stimulation: list, n_fibres: int, window_s: float) -> None:
+    """The experimenter's edits (``attack.domain=spikes``): ``stimulus["mf_inserted"]`` (a ``Units``
+    table, one unit per fibre: the spikes delivered) and ``intervals["mf_silenced"]`` (one row per
+    silenced interval, with its ``fibre``), on the session clock of the trials they belong to."""
+    from pynwb.epoch import TimeIntervals
+
+    trains = [(np.zeros(0, np.int64), np.zeros(0)) if st is None else st["inserted"] for st in stimulation]
+    units = _units("mf_inserted", trains=trains, n_cells=n_fibres, window_s=window_s, n_classes=0)
+    nwb.add_stimulus(units)
+    if not any(st is not None and len(st["silenced"][0]) for st in stimulation):
+        return  # no silenced interval: no table (an empty one cannot be typed)
+    table = TimeIntervals(name="mf_silenced", description="intervals in which a mossy fibre was silenced "
+                                                          "(stimulation protocol)")
+    table.add_column("fibre", "index of the silenced mossy fibre")
+    table.add_column("trial", "trial the interval belongs to")
+    for k, st in enumerate(stimulation):
+        if st is None:
+            continue
+        for f, a, b in zip(*st["silenced"]):
+            table.add_row(start_time=k * window_s + float(a) / 1000.0, stop_time=k * window_s + float(b) / 1000.0,
+                          fibre=int(f), trial=k)
+    nwb.add_time_intervals(table)
 
 
 def write_nwb(path: str | Path, trials: dict, *, identifier: str, session_description: str,
@@ -104,6 +133,8 @@ def write_nwb(path: str | Path, trials: dict, *, identifier: str, session_descri
             nwb.add_stimulus(units)
         else:
             module.add(units)
+    if trials.get("stimulation") is not None:
+        _add_stimulation(nwb, trials["stimulation"], int(trials["n"].get("mf", 0)), window_s)
     x = np.asarray(trials["x"], dtype=np.float64)
     lo, hi = float(trials.get("mf_rate_min_hz", np.nan)), float(trials.get("mf_rate_max_hz", np.nan))
     if np.isfinite(lo) and np.isfinite(hi) and n_trials:
@@ -173,6 +204,24 @@ def read_nwb(path: str | Path) -> dict:
             out["trains"][pop] = per_trial
         if "mf_rate" in nwb.stimulus:
             out["mf_rate_hz"] = np.asarray(nwb.stimulus["mf_rate"].data[:], dtype=float)
+        if "mf_inserted" in nwb.stimulus:  # a stimulation protocol: per trial its inserted and silenced edits
+            table = nwb.stimulus["mf_inserted"]
+            times = [np.asarray(table["spike_times"][u], dtype=float) for u in range(len(table))]
+            cells = np.asarray(table["cell"][:], dtype=np.int64)
+            sil = nwb.intervals["mf_silenced"] if "mf_silenced" in nwb.intervals else None
+            s_trial = np.asarray(sil["trial"][:], dtype=np.int64) if sil is not None and len(sil) else np.zeros(0, int)
+            stim = []
+            for k, (start, stop) in enumerate(zip(starts, stops)):
+                f = np.concatenate([np.zeros(0, np.int64)] + [np.full(((tt >= start) & (tt < stop)).sum(), c)
+                                                              for c, tt in zip(cells, times)])
+                t = np.concatenate([np.zeros(0)] + [(tt[(tt >= start) & (tt < stop)] - start) * 1000.0 for tt in times])
+                order = np.lexsort((f, t))
+                rows = np.flatnonzero(s_trial == k)
+                sf = np.asarray(sil["fibre"][:], dtype=np.int64)[rows] if len(rows) else np.zeros(0, np.int64)
+                sa = (np.asarray(sil["start_time"][:], dtype=float)[rows] - start) * 1000.0 if len(rows) else np.zeros(0)
+                sb = (np.asarray(sil["stop_time"][:], dtype=float)[rows] - start) * 1000.0 if len(rows) else np.zeros(0)
+                stim.append({"inserted": (f[order], t[order]), "silenced": (sf, sa, sb)})
+            out["stimulation"] = stim
         return out
     finally:
         io.close()

@@ -488,6 +488,58 @@ def _spikes_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
     return lines
 
 
+def _spike_domain_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
+    lines = ["## Spike-domain attacks: edits to the mossy-fibre spike trains", ""]
+    run = _latest(_with_file(study.attacks, "robustness_spikes.csv"))
+    if run is None:
+        return lines + _skip("No robustness_spikes.csv (`cereb attack --set attack.domain=spikes`); section skipped.")
+    path = Path(run["path"])
+    rows = read_csv(path / "robustness_spikes.csv")
+    var = read_csv(path / "spike_variability.csv") if (path / "spike_variability.csv").is_file() else []
+    m, a = run["metrics"], (run.get("config") or {}).get("attack") or {}
+    attacked = sorted({r["image"] for r in rows})
+    lines += [f"From `{study.label(run)}`: {len(var) or '?'} test images, {len(attacked)} attacked (those the "
+              f"network classifies correctly, with a clear winner, on the frozen trial: noise slot 0). What an "
+              f"experimenter may do per image: deliver at most {a.get('spike_budget')} spikes on top of the fibres' "
+              f"own firing (at most {_f(_num(a.get('spike_max_rate_hz')), 0)} Hz on a fibre) and silence at most "
+              f"{_f(_num(a.get('silence_budget_ms')), 0)} fibre-ms; each method has {a.get('spike_queries')} network "
+              f"simulations per image. An image is flipped when another class's Purkinje score is strictly higher "
+              f"(a tie is not a flip); under fresh noise the same edits are applied to "
+              f"{a.get('fresh_repeats')} new draws. `shift` moves one trial's own spikes in time: a frozen-trial "
+              f"diagnostic, with no fresh-noise counterpart.", ""]
+    table = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == method]
+        fresh = m.get(f"spike_{method}_success_fresh_mean")
+        table.append([method, len(sel), _f(float(np.mean([int(r["fooled_frozen"]) for r in sel]))),
+                      _f(_num(m.get(f"spike_{method}_median_edits_frozen")), 1),
+                      "-" if fresh is None else _f(_num(fresh)),
+                      "-" if fresh is None else _f(_num(m.get(f"spike_{method}_median_edits_fresh")), 1),
+                      _f(float(np.median([r["queries"] for r in sel])), 0)])
+    lines += _table(["method", "attacked", "flipped (frozen)", "median edits (frozen)", "success (fresh, mean)",
+                     "median edits (fresh)", "median queries"], table)
+    lines += ["Medians are over every attacked image, an image not flipped counting as infinitely many edits "
+                  "(`inf`: fewer than half were flipped); fresh: flipped on more than half of the fresh trials. "
+                  "Edits = spikes delivered + spikes of the frozen trial silenced (shift: spikes moved).", ""]
+    nat, pix = _num(m.get("natural_variability_median")), _num(m.get("pixel_edits_median"))
+    lines += [f"Beside them: two Poisson draws of the same image differ by a median {_f(nat, 1)} spikes (sum over "
+              f"fibres of the absolute difference in spike counts over the window), and a pixel adversarial "
+              f"(surrogate PGD, the smallest eps that flips the frozen trial) changes a median {_f(pix, 1)} spikes of "
+              f"that trial.", ""]
+    lines += _figure(fig.plot_spike_edits(rows, var, fig_dir / "spike_edits.png"), base,
+                     "Fraction of the attacked images flipped with at most x spike edits, per method (frozen "
+                     "trial), beside the natural variability and the pixel adversarials' spike changes.")
+    if (path / "spike_example.npz").is_file():
+        ex = load_npz(path / "spike_example.npz")
+        ex = {k: (v.item() if getattr(v, "ndim", 1) == 0 else v) for k, v in ex.items()}
+        lines += _figure(fig.plot_spike_example(ex, fig_dir / "spike_example.png"), base,
+                         f"Test image {ex.get('image')}: mossy-fibre spikes on the frozen trial, clean (left) and "
+                         "with the adversarial edits (right; red: delivered spikes, blue: silenced intervals), and "
+                         "the Purkinje cells' spikes below. The stimulation protocol of every exported image is in "
+                         "the run's `stimulation.csv` and `stimulation.nwb`.")
+    return lines
+
+
 def _learning_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
     lines = ["## Learning curves", ""]
     curves = []
@@ -634,6 +686,7 @@ def write_report(root: str | Path, out: str | Path | None = None) -> Path:
     lines += _transfer_section(study, fig_dir, base)
     lines += _fidelity_section(study, fig_dir, base)
     lines += _spikes_section(study, fig_dir, base)
+    lines += _spike_domain_section(study, fig_dir, base)
     lines += _learning_section(study, fig_dir, base)
     lines += _gallery_section(study, fig_dir, base)
     lines += _export_section(study, base / "export", base)

@@ -309,6 +309,13 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
                 log.info("surrogate: agreement %.3f, r(grc) %.3f, r(pc) %.3f, readout R2 %.3f (calibration %.1f s)",
                          fid_metrics["fidelity_agreement"], fid_metrics["fidelity_r_grc"], fid_metrics["fidelity_r_pc"],
                          fid_metrics["fidelity_readout_r2"], time.time() - t0)
+                if acfg.domain == "spikes":
+                    metrics = _spike_domain(run, engine, sur, x, y, acfg, cfg, conn, weights, net_seed, seed,
+                                            progress)
+                    run.log_metrics(**metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
+                                    source_test_accuracy=info["metrics"].get("test_accuracy"),
+                                    attack_wall_s=round(time.time() - started, 3))
+                    return run
                 if progress:
                     from tqdm.auto import tqdm
 
@@ -342,6 +349,93 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
                 if bar is not None:
                     bar.close()
     return run
+
+
+def _spike_domain(run, engine, sur, x, y, acfg, cfg, conn, weights, net_seed, seed, progress) -> dict:
+    """``attack.domain=spikes``: the attacks of :mod:`attacks.spikes`; writes ``robustness_spikes.csv``,
+    ``spike_variability.csv``, ``stimulation.csv``, ``stimulation.nwb`` (the exported edits with the
+    clean and adversarial responses) and ``spike_example.npz`` (one clean and one adversarial
+    pattern, in the layout of ``spikes.npz``); returns the metrics."""
+    from attacks.spikes import SPIKE_COLUMNS, STIMULATION_COLUMNS, VARIABILITY_COLUMNS, run_spike_attacks
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(y), desc="spike-domain attacks", unit="image")
+    tick = (lambda label: (bar.update(1), bar.set_postfix_str(label))) if bar is not None else None
+    try:
+        res = run_spike_attacks(engine, sur, x, y, acfg, seed=seed, progress=tick)
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = [{**r, "fooled_frozen": int(r["fooled_frozen"])} for r in res["rows"]]
+    run.write_csv("robustness_spikes.csv", rows, SPIKE_COLUMNS)
+    run.write_csv("spike_variability.csv", res["variability"], VARIABILITY_COLUMNS)
+    run.write_csv("stimulation.csv", res["stimulation"], STIMULATION_COLUMNS)
+    metrics = dict(res["metrics"])
+    metrics["spike_budget_inserted"] = res["budget"].max_inserted
+    metrics["spike_budget_silence_ms"] = res["budget"].silence_ms
+    exported = _export_spike_edits(run, cfg, conn, weights, net_seed, x, res)
+    metrics["spike_exported"] = exported
+    return metrics
+
+
+def _export_spike_edits(run, cfg, conn, weights, net_seed, x, res) -> int:
+    """The flipped images' edits (insert and silence methods; ``search-eot`` first) as a stimulation
+    protocol with the clean and adversarial responses, frozen trial (slot 0): ``stimulation.nwb``
+    and ``spike_example.npz`` (the first of them). Returns the number of exported images."""
+    from analysis.nwb import write_nwb
+    from models.spiking.engine import SpikingEngine
+
+    chosen = []
+    for method in ("search-eot", "gradient", "search"):
+        chosen += [(method, ex) for ex in res["examples"].get(method, [])]
+    if not chosen:
+        return 0
+    pops = ("mf", "grc", "pc")
+    dt = float(cfg.dt_ms)
+    with SpikingEngine(cfg, conn, weights, workers=1, noise="frozen", seed=net_seed, record=pops) as eng:
+        n_steps = eng.n_steps
+        masks, xs = [], []
+        for _, ex in chosen:
+            xs += [x[ex["image"]], x[ex["image"]]]
+            masks += [np.zeros((n_steps, conn.n_mf), np.int8), ex["edit"].mask(n_steps, conn.n_mf)]
+        pred = eng.predict(np.asarray(xs, np.float64), slots=np.zeros(len(xs), np.int64), mf_edits=np.stack(masks))
+    k = len(chosen)
+    trials = {"pops": list(pops), "n": {"mf": conn.n_mf, "grc": conn.n_grc, "pc": conn.n_pc},
+              "trains": {p: pred.spikes[p] for p in pops}, "x": np.asarray(xs),
+              "trial_input": np.arange(2 * k), "trial_repeat": np.zeros(2 * k, np.int64),
+              "trial_label": np.repeat([ex["label"] for _, ex in chosen], 2),
+              "trial_predicted": pred.labels, "trial_noise_seed": np.full(2 * k, net_seed),
+              "trial_noise_slot": np.zeros(2 * k, np.int64),
+              "input_condition": np.array(["clean", "adversarial"] * k),
+              "window_ms": float(cfg.window_ms), "dt_ms": dt, "readout_start_ms": float(cfg.readout_start_ms),
+              "n_classes": int(conn.n_classes), "mf_rate_min_hz": float(cfg.mf_rate_min_hz),
+              "mf_rate_max_hz": float(cfg.mf_rate_max_hz), "noise": "frozen", "olive": False,
+              "stimulation": [None if j % 2 == 0 else chosen[j // 2][1]["edit"].as_protocol(dt) for j in range(2 * k)]}
+    write_nwb(run.path / "stimulation.nwb", trials, identifier=f"{run.path.name}-stimulation",
+              session_description="spike-domain adversarial edits of mossy-fibre input: per image a clean and an "
+                                  "adversarial trial on the same frozen noise; the edits as a stimulation protocol",
+              source="cereb attack --set attack.domain=spikes")
+    method, ex = chosen[0]
+    edit = ex["edit"]
+    out = {"window_ms": np.float64(cfg.window_ms), "x_clean": x[ex["image"]], "x_adv": x[ex["image"]],
+           "label": np.int64(ex["label"]), "image": np.int64(ex["image"]), "method": np.str_(method),
+           "pred_clean": np.int64(pred.labels[0]), "pred_adv": np.int64(pred.labels[1]),
+           "scores_clean": pred.scores[0], "scores_adv": pred.scores[1],
+           "edit_inserted_fibre": edit.inserted[:, 0], "edit_inserted_t_ms": edit.inserted[:, 1] * dt,
+           "edit_silenced_fibre": edit.silenced[:, 0], "edit_silenced_start_ms": edit.silenced[:, 1] * dt,
+           "edit_silenced_stop_ms": edit.silenced[:, 2] * dt,
+           "mf_rate_min_hz": np.float64(cfg.mf_rate_min_hz), "mf_rate_max_hz": np.float64(cfg.mf_rate_max_hz)}
+    for pop in pops:
+        out[f"n_{pop}"] = np.int64(trials["n"][pop])
+        for q, cond in enumerate(("clean", "adv")):
+            i, t = pred.spikes[pop][q]
+            out[f"{cond}_{pop}_i"] = np.asarray(i, dtype=np.int32)
+            out[f"{cond}_{pop}_t_ms"] = np.asarray(t, dtype=np.float64)
+    run.save_npz("spike_example.npz", **out)
+    return k
 
 
 def _write_spikes(run, cfg, conn, weights, net_seed, x, y, result) -> None:

@@ -112,6 +112,22 @@ class SpikingAttackConfig:
     headline_eps : the budgets of the headline metrics (``fresh_noise_robust_acc_eps<e>`` and its
         interval and strongest attack, ``robust_acc_worst_eps<e>``, the per-attack metrics, the
         hybrid's tie fractions and the surrogate's agreement on adversarial inputs).
+    domain : ``pixels`` (the suite above) or ``spikes``: the attacks of :mod:`attacks.spikes` on the
+        mossy-fibre spike trains instead (``robustness_spikes.csv``); the keys below set them.
+    spike_methods : ``gradient`` (surrogate-guided), ``search`` (black-box greedy), ``search-eot``
+        (the search on scores averaged over ``spike_eot_trials`` frozen trials), ``shift``
+        (frozen-trial timing diagnostic).
+    spike_budget : spikes delivered per image; spike_max_rate_hz : the per-fibre ceiling on them
+        (at least 1000 / rate ms apart; mossy fibres fire up to ~700 Hz in vivo, Rancz et al. 2007);
+        silence_budget_ms : fibre-milliseconds silenced per image (default: a quarter of the digits
+        task's 64 fibres x 100 ms).
+    spike_block : spikes delivered per move; silence_block_ms : the silenced piece per move;
+        shift_ms : the shift per move of the shift diagnostic; spike_lead_ms : edits start this
+        long before ``model.readout_start_ms`` (tuned: the granule-Purkinje path answers within a
+        few ms, earlier spikes only move the start state).
+    spike_queries : hard budget of network simulations per image and method.
+    spike_variability_pairs : pairs of Poisson draws per image for the natural variability.
+    spike_export : flipped images per method exported as stimulation protocols (NWB and CSV).
     """
 
     n: int = 100
@@ -141,10 +157,40 @@ class SpikingAttackConfig:
     fresh_repeats: int = 5
     fresh_eps: tuple[float, ...] = (0.0, 0.1, 0.2)
     headline_eps: tuple[float, ...] = (0.1, 0.2)
+    domain: str = "pixels"
+    spike_methods: tuple[str, ...] = ("gradient", "search", "search-eot", "shift")
+    spike_budget: int = 400
+    spike_max_rate_hz: float = 500.0
+    silence_budget_ms: float = 1600.0
+    spike_block: int = 10
+    silence_block_ms: float = 10.0
+    shift_ms: float = 10.0
+    spike_lead_ms: float = 10.0
+    spike_queries: int = 2000
+    spike_eot_trials: int = 5
+    spike_variability_pairs: int = 10
+    spike_export: int = 5
 
     def __post_init__(self):
         if self.n < 1:
             raise ValueError(f"attack.n must be >= 1, got {self.n}")
+        if self.domain not in ("pixels", "spikes"):
+            raise ValueError(f"attack.domain must be 'pixels' or 'spikes', got {self.domain!r}")
+        from attacks.spikes import SPIKE_METHODS
+
+        bad = [m for m in self.spike_methods if m not in SPIKE_METHODS]
+        if bad or not self.spike_methods:
+            raise ValueError(f"unknown spike-domain method {bad[0] if bad else '(none given)'!r} "
+                             f"(known: {', '.join(SPIKE_METHODS)})")
+        for name in ("spike_budget", "spike_block", "spike_queries", "spike_variability_pairs", "spike_eot_trials"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"attack.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("spike_max_rate_hz", "silence_block_ms", "shift_ms"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"attack.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("silence_budget_ms", "spike_lead_ms", "spike_export"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"attack.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("eps", "l2_eps", "fresh_eps", "headline_eps"):
             bad = [e for e in getattr(self, name) if not e >= 0]
             if bad:

@@ -119,6 +119,28 @@ def _print_spiking_summary(run) -> None:
     _print_checks(m)
 
 
+def _print_spike_summary(run) -> None:
+    m = run.metrics
+    print(f"spike-domain attacks: {m.get('spike_images', 0)} images, {m.get('spike_attacked', 0)} attacked (correct "
+          f"with a clear winner on the frozen trial)")
+    print(f"{'method':<11} {'fooled frozen':>13} {'median edits frozen':>20} {'success fresh':>14} "
+          f"{'median edits fresh':>19} {'median queries':>15}")
+    for method in run.config.get("attack", {}).get("spike_methods", ()):
+        if f"spike_{method}_fooled_frozen" not in m:
+            continue
+        fresh = m.get(f"spike_{method}_success_fresh_mean")
+        print(f"{method:<11} {m[f'spike_{method}_fooled_frozen']:>13.3f} "
+              f"{m[f'spike_{method}_median_edits_frozen']:>20g} "
+              f"{'-' if fresh is None else f'{fresh:.3f}':>14} "
+              f"{m.get(f'spike_{method}_median_edits_fresh', '-'):>19} {m[f'spike_{method}_queries_median']:>15g}")
+    print(f"natural variability (two Poisson draws of one image, sum over fibres of |count difference|): median "
+          f"{m.get('natural_variability_median', float('nan')):g} spikes")
+    print(f"pixel attack (surrogate PGD, smallest eps that flips the frozen trial): median "
+          f"{m.get('pixel_edits_median', float('nan')):g} spike edits")
+    print(f"exported: {m.get('spike_exported', 0)} images to {run.path / 'stimulation.nwb'} and stimulation.csv")
+    print(f"time: {m.get('attack_wall_s', 0):.0f} s")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -137,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
         if res.reused:
             print(f"reusing completed run {res.path} (use --force to recompute)")
         print(f"run: {res.path}")
+        if exp.attack.domain == "spikes":
+            _print_spike_summary(res)
+            return 0
         _print_spiking_summary(res)
         return 0 if res.metrics.get("checks_passed", True) else 1
     cfg = resolve_attack_config(_args_overrides(args))  # bad eps etc. fail before anything is loaded

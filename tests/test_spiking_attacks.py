@@ -814,3 +814,61 @@ def test_noise_averaged_scores_simulate_each_input_once_and_charge_every_trial()
     again = avg(np.concatenate([a, a[:1], np.array([[0.5, 0.5]], dtype=np.float32)]))
     np.testing.assert_array_equal(again[:2], first)
     assert bb.queries == 12 and avg.evaluations == 3  # only the new input was simulated (4 trials)
+
+
+def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_network(spiking_run, tmp_path, capsys):
+    """``--set attack.domain=spikes``: the table's columns, the budgets, and every exported
+    stimulation protocol flips the frozen trial when replayed on a new engine."""
+    from analysis.nwb import read_nwb
+    from attacks.spikes import margins
+    from core.runs import read_csv
+    from models.spiking.engine import SpikingEngine
+    from models.spiking.train import load_checkpoint
+    from scripts.cli import main
+
+    run_dir, ds = spiking_run
+    spike_args = [*ATTACK_ARGS, "--set", "attack.domain=spikes", "--set", "attack.fresh_repeats=3",
+                  "--set", "attack.spike_queries=80", "--set", "attack.spike_eot_trials=2",
+                  "--set", "attack.spike_variability_pairs=2", "--set", "attack.spike_budget=60"]
+    rc = main(["attack", "--run", str(run_dir), "-q", *spike_args, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "spike-domain attacks:" in out and "natural variability" in out
+    run = next((tmp_path / "attack-spiking").iterdir())
+    header = (run / "robustness_spikes.csv").read_text().splitlines()[0]
+    assert header == "image,method,edits,inserted,deleted,shifted_ms,queries,fooled_frozen,success_fresh"
+    rows = read_csv(run / "robustness_spikes.csv")
+    assert rows and {r["method"] for r in rows} == {"gradient", "search", "search-eot", "shift"}
+    for r in rows:
+        assert 1 <= r["queries"] <= 80 and r["fooled_frozen"] in (0, 1)
+        if r["method"] != "shift":
+            assert r["edits"] == r["inserted"] + r["deleted"] and r["inserted"] <= 60 and r["shifted_ms"] == 0
+            assert 0 <= r["success_fresh"] <= 1
+    variability = read_csv(run / "spike_variability.csv")
+    assert [v["image"] for v in variability] == list(range(8))
+    assert all(v["natural_variability"] > 0 for v in variability)
+    flipped = [(r["image"], r["method"]) for r in rows if r["fooled_frozen"] == 1 and r["method"] != "shift"]
+    assert flipped, rows
+    stim = read_csv(run / "stimulation.csv")
+    cfg, conn, w, seed, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    with SpikingEngine(cfg, conn, w, workers=1, seed=seed) as eng:
+        for image, method in flipped:
+            mask = np.zeros((eng.n_steps, conn.n_mf), np.int8)
+            mine = [s for s in stim if s["image"] == image and s["method"] == method]
+            for s in mine:
+                if s["action"] == "silence":
+                    a = int(round(s["time_ms"] / cfg.dt_ms))
+                    mask[a:a + int(round(s["duration_ms"] / cfg.dt_ms)), s["fibre"]] = -1
+            for s in mine:
+                if s["action"] == "insert":
+                    mask[int(round(s["time_ms"] / cfg.dt_ms)), s["fibre"]] = 1
+            scores = eng.predict(ds.x_test[image][None], slots=np.zeros(1, np.int64), mf_edits=mask[None]).scores
+            assert margins(scores, int(ds.y_test[image]))[0] < 0, (image, method)
+    back = read_nwb(run / "stimulation.nwb")
+    assert len(back["stimulation"]) == len(back["trial_input"]) == 2 * json.loads((run / "metrics.json").read_text())[
+        "spike_exported"]
+    assert list(back["trial_condition"][:2]) == ["clean", "adversarial"]
+    assert (run / "spike_example.npz").is_file()
+    rc = main(["attack", "--run", str(run_dir), "-q", "--set", "attack.domain=spikes",
+               "--set", "attack.spike_methods=teleport", "--out", str(tmp_path)])
+    assert rc != 0 and "unknown spike-domain method 'teleport'" in capsys.readouterr().err

@@ -451,20 +451,60 @@ class SpikingEngine:
         """Mossy-fibre rates ``(n, n_mf)`` for inputs ``x`` in [0, 1]."""
         return self.cfg.mf_rates_hz(x)
 
+    @property
+    def n_steps(self) -> int:
+        """Time steps of one presentation window (``window_ms / dt_ms``)."""
+        return int(round(self.window_ms / self.dt_ms))
+
     def predict(self, x: np.ndarray, *, noise: str | None = None, slots: np.ndarray | None = None,
-                seed: int | None = None) -> Prediction:
+                seed: int | None = None, mf_edits: np.ndarray | None = None) -> Prediction:
         """Scores and spike counts for inputs ``x`` ``(n, n_inputs)`` in [0, 1].
 
         ``slots`` (default ``arange(n)``) pins each query's frozen noise: a query's output
         depends only on its input, its slot and the seed. ``seed`` overrides the noise seed of
         this call (``fresh`` mode draws a new one per call).
+
+        ``mf_edits`` (optional, ``(n, n_steps, n_inputs)`` int8, kernel backend only): spikes
+        delivered (+1) or fibres silenced (-1) at each step on top of the mossy fibres' Poisson
+        draws (0), the spike-domain input of :mod:`attacks.spikes`; the rest of the noise is as
+        without it.
         """
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
             raise ValueError(f"inputs must have shape (n, {self.n_inputs}), got {x.shape}")
         if not np.all(np.isfinite(x)) or x.min(initial=0) < 0 or x.max(initial=0) > 1:
             raise ValueError("inputs must be finite and lie in [0, 1]")
-        n = len(x)
+        return self._predict_rates(self.rates_hz(x), noise=noise, slots=slots, seed=seed, mf_edits=mf_edits)
+
+    def predict_trains(self, trains: list, *, noise: str | None = None, slots: np.ndarray | None = None,
+                       seed: int | None = None) -> Prediction:
+        """Scores and spike counts when the mossy fibres fire exactly ``trains``: one ``(fibre, t_ms)``
+        pair of arrays per query, or boolean rasters ``(n, n_steps, n_inputs)`` (a spike at ``t_ms`` falls in step ``round(t_ms / dt_ms)``, several
+        spikes of one fibre in one step count once). The rest of the network's noise follows ``noise``,
+        ``slots`` and ``seed`` as in :meth:`predict`; with the trains :func:`models.spiking.noise.poisson_trains`
+        draws for an input, the answer is :meth:`predict`'s for that input (kernel backend only)."""
+        n, steps, n_mf = len(trains), self.n_steps, self.n_inputs
+        if isinstance(trains, np.ndarray):  # spike rasters (n, n_steps, n_mf): True where a fibre spikes
+            if trains.shape != (n, steps, n_mf):
+                raise ValueError(f"spike rasters must have shape {(n, steps, n_mf)}, got {trains.shape}")
+            return self._predict_rates(np.zeros((n, n_mf)), noise=noise, slots=slots, seed=seed,
+                                       mf_edits=trains.astype(bool).astype(np.int8))
+        edits = np.zeros((n, steps, n_mf), dtype=np.int8)
+        for q, (fibre, t_ms) in enumerate(trains):
+            fibre = np.asarray(fibre, dtype=np.int64)
+            step = np.rint(np.asarray(t_ms, dtype=np.float64) / self.dt_ms).astype(np.int64)
+            if fibre.shape != step.shape:
+                raise ValueError(f"spike train {q}: fibre and t_ms must have one entry per spike")
+            bad = (fibre < 0) | (fibre >= n_mf) | (step < 0) | (step >= steps)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise ValueError(f"spike train {q}: spike ({int(fibre[k])}, {float(np.asarray(t_ms)[k])} ms) lies "
+                                 f"outside {n_mf} fibres x [0, {self.window_ms:g}) ms")
+            edits[q, step, fibre] = 1
+        return self._predict_rates(np.zeros((n, n_mf)), noise=noise, slots=slots, seed=seed, mf_edits=edits)
+
+    def _predict_rates(self, rates: np.ndarray, *, noise, slots, seed, mf_edits) -> Prediction:
+        n = len(rates)
         slots = np.arange(n) if slots is None else np.asarray(slots, dtype=np.int64)
         if slots.shape != (n,):
             raise ValueError(f"slots must have shape ({n},), got {slots.shape}")
@@ -478,11 +518,13 @@ class SpikingEngine:
         if n == 0:
             return Prediction(np.zeros((0, self.n_classes)), {k: np.zeros((0, 0), int) for k in POPULATIONS[1:]})
         self._ensure()
-        rates = self.rates_hz(x)
+        if mf_edits is not None and self._kernel is None:
+            raise ValueError("spike-domain input (mossy-fibre edits or spike trains) needs the compiled kernel "
+                             "(engine.backend=kernel and a C compiler)")
         if self._kernel is not None and self.record:
-            counts, spikes = self._kernel.record(rates, slots, seed, self.record)
+            counts, spikes = self._kernel.record(rates, slots, seed, self.record, edits=mf_edits)
         elif self._kernel is not None:
-            counts, spikes = self._kernel.run(rates, slots, seed)
+            counts, spikes = self._kernel.run(rates, slots, seed, edits=mf_edits)
         elif self._pool is None:
             counts, spikes = self._local.run_all(rates, slots, seed)
         else:

@@ -23,7 +23,9 @@ Per step, in Brian2's schedule order (``start``, ``groups``, ``thresholds``, ``s
    :func:`models.spiking.integrate.relax_step` (the same C source), Golgi cells and interneurons
    by the exponential-Euler expressions Brian2 2.9.0 generates for their linear equations;
 3. thresholds: mossy fibre ``f`` spikes when ``mf_uniform(seed, slot, f, step) < dt * rate``
-   (:mod:`models.spiking.noise`, the same C source); the cells when ``v > v_th``;
+   (:mod:`models.spiking.noise`, the same C source), unless a spike-domain input overrides that
+   step (``edits``: +1 a delivered spike, -1 a silenced fibre; explicit spike trains are rates of
+   zero with +1 at every spike); the cells when ``v > v_th``;
 4. synapses, in Brian2's name order: GoC -> GrC conductance, GrC -> GoC and MF -> GoC voltage jumps;
 5. resets, in the Brian2 build's order (MF, GrC, GoC, MLI, PC): a mossy-fibre spike adds its
    EPSPs to its granule cells; a granule spike resets the cell, counts, and adds its PF-PC PSPs to
@@ -153,8 +155,8 @@ static inline void pacemaker_step(double *restrict v, double *restrict a, int64_
 
 /* One window of one query, from the start state; counts (may be NULL) are added to. */
 static void simulate(const int64_t *n, const double *c, void *const *a, work_t *w, const double *rates,
-                     int64_t slot, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc,
-                     rec_t *rec)
+                     const int8_t *edit, int64_t slot, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc,
+                     int32_t *cnt_mli, int32_t *cnt_pc, rec_t *rec)
 {
     const int64_t n_mf = n[I_MF], n_grc = n[I_GRC], n_goc = n[I_GOC], n_mli = n[I_MLI], n_pc = n[I_PC];
     const int64_t steps = n[I_STEPS], readout = n[I_READOUT];
@@ -219,8 +221,14 @@ static void simulate(const int64_t *n, const double *c, void *const *a, work_t *
         }
         /* 3. thresholds (cells: a vectorised test per block of 64, then the block's indices in order) */
         int64_t n_sp_mf = 0, n_sp_grc = 0, n_sp_goc = 0, n_sp_mli = 0, n_sp_pc = 0;
-        for (i = 0; i < n_mf; i++)
-            if (mf_uniform(seed, slot, i, s) < (dt * rates[i])) sp_mf[n_sp_mf++] = (int32_t)i;
+        if (edit) {  /* spike-domain input: +1 a spike is delivered, -1 the fibre is silenced, 0 its Poisson draw */
+            const int8_t *e = edit + s * n_mf;
+            for (i = 0; i < n_mf; i++)
+                if (e[i] > 0 || (e[i] == 0 && mf_uniform(seed, slot, i, s) < (dt * rates[i]))) sp_mf[n_sp_mf++] = (int32_t)i;
+        } else {
+            for (i = 0; i < n_mf; i++)
+                if (mf_uniform(seed, slot, i, s) < (dt * rates[i])) sp_mf[n_sp_mf++] = (int32_t)i;
+        }
         THRESHOLD(grc_v, n_grc, grc_vth, sp_grc, n_sp_grc);
         THRESHOLD(goc_v, n_goc, goc_vth, sp_goc, n_sp_goc);
         THRESHOLD(mli_v, n_mli, mli_vth, sp_mli, n_sp_mli);
@@ -281,10 +289,10 @@ static void simulate(const int64_t *n, const double *c, void *const *a, work_t *
     }
 }
 
-/* n_queries windows, each from the start state; counts (n_queries, n_pop) must be zeroed.
-   Returns 0, or -1 when memory ran out. */
+/* n_queries windows, each from the start state; counts (n_queries, n_pop) must be zeroed; edits
+   NULL or (n_queries, steps, n_mf) int8 (see simulate). Returns 0, or -1 when memory ran out. */
 int cereb_run(const int64_t *n, const double *c, void *const *a, int64_t n_queries, const double *rates,
-              const int64_t *slots, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli,
+              const int8_t *edits, const int64_t *slots, int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli,
               int32_t *cnt_pc, int threads)
 {
     int failed = 0;
@@ -301,7 +309,7 @@ int cereb_run(const int64_t *n, const double *c, void *const *a, int64_t n_queri
             #pragma omp for schedule(dynamic, 1)
 #endif
             for (q = 0; q < n_queries; q++)
-                simulate(n, c, a, &w, rates + q * n[I_MF], slots[q], seed, cnt_grc + q * n[I_GRC],
+                simulate(n, c, a, &w, rates + q * n[I_MF], edits ? edits + q * n[I_STEPS] * n[I_MF] : NULL, slots[q], seed, cnt_grc + q * n[I_GRC],
                          cnt_goc + q * n[I_GOC], cnt_mli + q * n[I_MLI], cnt_pc + q * n[I_PC], NULL);
         }
         work_free(&w);
@@ -312,7 +320,7 @@ int cereb_run(const int64_t *n, const double *c, void *const *a, int64_t n_queri
 /* One query with its spike trains: counts as cereb_run (zeroed by the caller); idx[p], step[p] of
    capacity cap[p] receive population p's spikes, len[p] their number. Returns 0, -1 when memory ran
    out, 1 when a buffer was too small (then nothing recorded is complete: call again with more). */
-int cereb_record(const int64_t *n, const double *c, void *const *a, const double *rates, int64_t slot,
+int cereb_record(const int64_t *n, const double *c, void *const *a, const double *rates, const int8_t *edit, int64_t slot,
                  int64_t seed, int32_t *cnt_grc, int32_t *cnt_goc, int32_t *cnt_mli, int32_t *cnt_pc,
                  int32_t *const *idx, int32_t *const *step, const int64_t *cap, int64_t *len)
 {
@@ -322,7 +330,7 @@ int cereb_record(const int64_t *n, const double *c, void *const *a, const double
     if (!work_alloc(&w, n)) { work_free(&w); return -1; }
     for (p = 0; p < 5; p++) { rec.idx[p] = idx[p]; rec.step[p] = step[p]; rec.cap[p] = cap[p]; rec.len[p] = 0; }
     rec.overflow = 0;
-    simulate(n, c, a, &w, rates, slot, seed, cnt_grc, cnt_goc, cnt_mli, cnt_pc, &rec);
+    simulate(n, c, a, &w, rates, edit, slot, seed, cnt_grc, cnt_goc, cnt_mli, cnt_pc, &rec);
     for (p = 0; p < 5; p++) len[p] = rec.len[p];
     work_free(&w);
     return rec.overflow ? 1 : 0;
@@ -336,7 +344,7 @@ int cereb_window_end(const int64_t *n, const double *c, void *const *a, const do
     work_t w;
     int64_t i;
     if (!work_alloc(&w, n)) { work_free(&w); return -1; }
-    simulate(n, c, a, &w, rates, slot, seed, NULL, NULL, NULL, NULL, NULL);
+    simulate(n, c, a, &w, rates, NULL, slot, seed, NULL, NULL, NULL, NULL, NULL);
     for (i = 0; i < n[I_GRC]; i++) *out++ = w.grc_v[i];
     for (i = 0; i < n[I_GRC]; i++) *out++ = w.grc_g[i];
     for (i = 0; i < n[I_GOC]; i++) *out++ = w.goc_v[i];
@@ -402,12 +410,13 @@ def _compile(grc_dtype: str) -> ctypes.CDLL:
         tmp.replace(so)  # atomic: a concurrent process sees either no file or a whole one
     lib = ctypes.CDLL(str(so))
     ptr = ctypes.c_void_p
-    lib.cereb_run.argtypes = [ptr, ptr, ptr, ctypes.c_int64, ptr, ptr, ctypes.c_int64, ptr, ptr, ptr, ptr, ctypes.c_int]
+    lib.cereb_run.argtypes = [ptr, ptr, ptr, ctypes.c_int64, ptr, ptr, ptr, ctypes.c_int64, ptr, ptr, ptr, ptr,
+                              ctypes.c_int]
     lib.cereb_run.restype = ctypes.c_int
     lib.cereb_window_end.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr]
     lib.cereb_window_end.restype = ctypes.c_int
-    lib.cereb_record.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr, ptr,
-                                 ptr]
+    lib.cereb_record.argtypes = [ptr, ptr, ptr, ptr, ptr, ctypes.c_int64, ctypes.c_int64, ptr, ptr, ptr, ptr, ptr, ptr,
+                                 ptr, ptr]
     lib.cereb_record.restype = ctypes.c_int
     return lib
 
@@ -557,16 +566,39 @@ class KernelNetwork:
             raise ValueError(f"rates must have shape (n, {self.conn.n_mf}), got {rates.shape}")
         return rates
 
-    def run(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int) -> tuple[dict, dict]:
+    @property
+    def n_steps(self) -> int:
+        """Time steps of one window."""
+        return int(self.n[5])
+
+    def _checked_edits(self, edits, n: int):
+        """``None`` or the ``(n, steps, n_mf)`` int8 spike-domain input (+1 deliver a spike, -1 silence
+        the fibre, 0 its Poisson draw) as a contiguous array."""
+        if edits is None:
+            return None
+        e = np.ascontiguousarray(edits, dtype=np.int8)
+        if e.shape != (n, self.n_steps, self.conn.n_mf):
+            raise ValueError(f"mossy-fibre edits must have shape {(n, self.n_steps, self.conn.n_mf)}, got {e.shape}")
+        return e
+
+    def run(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int, edits: np.ndarray | None = None
+            ) -> tuple[dict, dict]:
         """Spike counts of ``len(rates_hz)`` queries, each from the start state (set by
-        :meth:`set_start` or :meth:`steady_state`); ``slots`` their frozen-noise slots."""
+        :meth:`set_start` or :meth:`steady_state`); ``slots`` their frozen-noise slots.
+
+        ``edits`` (optional, ``(n, steps, n_mf)`` int8): the spike-domain input. At step ``s``
+        mossy fibre ``f`` of query ``q`` spikes when ``edits[q, s, f] == +1``, is silent when it is
+        ``-1`` and follows its Poisson draw at ``rates_hz[q, f]`` when it is ``0``: explicit spike
+        trains are rates of zero with ``+1`` at every spike; experimenter's edits ride on the draw.
+        """
         rates = self._checked_rates(rates_hz, "run")
         conn, n = self.conn, len(rates)
+        edits = self._checked_edits(edits, n)
         slot = np.ascontiguousarray(np.asarray(slots, dtype=np.int64) % (2**31))
         counts = {pop: np.zeros((n, size), dtype=np.int32)
                   for pop, size in (("grc", conn.n_grc), ("goc", conn.n_goc), ("mli", conn.n_mli), ("pc", conn.n_pc))}
         rc = self.lib.cereb_run(self.n.ctypes.data, self.c.ctypes.data, self._pointers(), n, rates.ctypes.data,
-                                slot.ctypes.data, int(noise_seed) % (2**31), counts["grc"].ctypes.data,
+                                None if edits is None else edits.ctypes.data, slot.ctypes.data, int(noise_seed) % (2**31), counts["grc"].ctypes.data,
                                 counts["goc"].ctypes.data, counts["mli"].ctypes.data, counts["pc"].ctypes.data,
                                 self.threads)
         if rc != 0:
@@ -574,12 +606,13 @@ class KernelNetwork:
         return counts, {}
 
     def record(self, rates_hz: np.ndarray, slots: np.ndarray, noise_seed: int,
-               pops: tuple[str, ...]) -> tuple[dict, dict]:
+               pops: tuple[str, ...], edits: np.ndarray | None = None) -> tuple[dict, dict]:
         """As :meth:`run`, and the spike trains of populations ``pops``: population -> one ``(i, t_ms)``
         per query (time from the window's start, in whole steps; within a step by cell index), as
         the Brian2 build's ``SpikeMonitor`` gives them. One query at a time, on this thread."""
         rates = self._checked_rates(rates_hz, "record")
         conn, n = self.conn, len(rates)
+        edits = self._checked_edits(edits, n)
         sizes = {"mf": conn.n_mf, "grc": conn.n_grc, "goc": conn.n_goc, "mli": conn.n_mli, "pc": conn.n_pc}
         steps = int(self.n[5])
         counts = {pop: np.zeros((n, sizes[pop]), dtype=np.int32) for pop in ("grc", "goc", "mli", "pc")}
@@ -594,7 +627,7 @@ class KernelNetwork:
                 one = {pop: np.zeros(sizes[pop], dtype=np.int32) for pop in counts}
                 rc = self.lib.cereb_record(
                     self.n.ctypes.data, self.c.ctypes.data, self._pointers(), rates[q].ctypes.data,
-                    int(slots[q]) % (2**31), int(noise_seed) % (2**31), one["grc"].ctypes.data, one["goc"].ctypes.data,
+                    None if edits is None else edits[q].ctypes.data, int(slots[q]) % (2**31), int(noise_seed) % (2**31), one["grc"].ctypes.data, one["goc"].ctypes.data,
                     one["mli"].ctypes.data, one["pc"].ctypes.data, (ctypes.c_void_p * 5)(*[a.ctypes.data for a in idx]),
                     (ctypes.c_void_p * 5)(*[a.ctypes.data for a in stp]), cap.ctypes.data, ln.ctypes.data)
                 if rc == 0:

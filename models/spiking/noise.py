@@ -71,6 +71,16 @@ def uniform(seed, slot, fibre, step) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+def poisson_trains(seed: int, slot: int, rates_hz: np.ndarray, n_steps: int, dt_ms: float) -> np.ndarray:
+    """The mossy-fibre spikes the network draws in one window: ``(n_steps, n_fibres)`` booleans,
+    ``u(seed, slot, fibre, step) < rate * dt`` (the kernel's and the Brian2 build's test, ``dt`` in
+    seconds) for fibres firing at ``rates_hz`` ``(n_fibres,)``."""
+    rates = np.asarray(rates_hz, dtype=np.float64)
+    steps = np.arange(int(n_steps), dtype=np.int64)[:, None]
+    fibres = np.arange(len(rates), dtype=np.int64)[None, :]
+    return uniform(int(seed) % (2**31), int(slot) % (2**31), fibres, steps) < (float(dt_ms) * 1e-3) * rates[None, :]
+
+
 def brian2_function(b2):
     """The hash as a Brian2 function ``mf_uniform(seed, slot, fibre, step)`` (Cython, C++, NumPy)."""
 
