@@ -526,6 +526,9 @@ def _spike_domain_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
               f"fibres of the absolute difference in spike counts over the window), and a pixel adversarial "
               f"(surrogate PGD, the smallest eps that flips the frozen trial) changes a median {_f(pix, 1)} spikes of "
               f"that trial.", ""]
+    runs = sorted(_with_file(study.attacks, "robustness_spikes.csv"), key=lambda r: str(r["path"]))
+    if len(runs) > 1:
+        lines += _spike_networks_table(study, runs)
     lines += _figure(fig.plot_spike_edits(rows, var, fig_dir / "spike_edits.png"), base,
                      "Fraction of the attacked images flipped with at most x spike edits, per method (frozen "
                      "trial), beside the natural variability and the pixel adversarials' spike changes.")
@@ -538,6 +541,32 @@ def _spike_domain_section(study: Study, fig_dir: Path, base: Path) -> list[str]:
                          "the Purkinje cells' spikes below. The stimulation protocol of every exported image is in "
                          "the run's `stimulation.csv` and `stimulation.nwb`.")
     return lines
+
+
+def _spike_networks_table(study: Study, runs: list[dict]) -> list[str]:
+    """One row per spike-domain attack run: the network (width, K, LTD, seed) and, per method, the
+    fraction flipped on the frozen trial and the censored median of the edits (frozen; fresh)."""
+    methods = list(dict.fromkeys(m for r in runs for m in ((r.get("config") or {}).get("attack") or {})
+                                 .get("spike_methods", ())))
+    head = ["network", "seed", "attacked", "natural variability", "pixel edits"]
+    head += [f"{m}: flipped, edits (frozen; fresh)" for m in methods]
+    table = []
+    for r in runs:
+        f, m = r["fields"], r["metrics"]
+        k = f.get("k")
+        net = f"w={f.get('width')}, K={'dense' if k in (None, '') else k}, LTD {f.get('ltd')}"
+        row = [net, f.get("seed"), m.get("spike_attacked"), _f(_num(m.get("natural_variability_median")), 1),
+               _f(_num(m.get("pixel_edits_median")), 1)]
+        for meth in methods:
+            if f"spike_{meth}_fooled_frozen" not in m:
+                row.append("-")
+                continue
+            fresh = m.get(f"spike_{meth}_median_edits_fresh")
+            row.append(f"{_f(_num(m[f'spike_{meth}_fooled_frozen']), 2)}, {_f(_num(m[f'spike_{meth}_median_edits_frozen']), 1)}"
+                       + ("" if fresh is None else f"; {_f(_num(fresh), 1)}"))
+        table.append(row)
+    return ["Every network attacked in the spike domain (medians as above; natural variability and pixel edits: "
+            "medians over its attacked images):", ""] + _table(head, table) + [""]
 
 
 def _learning_section(study: Study, fig_dir: Path, base: Path) -> list[str]:

@@ -382,14 +382,14 @@ def _spike_domain(run, engine, sur, x, y, acfg, cfg, conn, weights, net_seed, se
 
 
 def _export_spike_edits(run, cfg, conn, weights, net_seed, x, res) -> int:
-    """The flipped images' edits (insert and silence methods; ``search-eot`` first) as a stimulation
+    """The flipped images' edits (insert and silence methods; the ``-eot`` ones first) as a stimulation
     protocol with the clean and adversarial responses, frozen trial (slot 0): ``stimulation.nwb``
     and ``spike_example.npz`` (the first of them). Returns the number of exported images."""
     from analysis.nwb import write_nwb
     from models.spiking.engine import SpikingEngine
 
     chosen = []
-    for method in ("search-eot", "gradient", "search"):
+    for method in ("gradient-eot", "search-eot", "gradient", "search"):
         chosen += [(method, ex) for ex in res["examples"].get(method, [])]
     if not chosen:
         return 0

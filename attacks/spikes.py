@@ -42,8 +42,11 @@ Attacks
 ``search``
     black-box greedy on the network (frozen trial): every legal move is simulated and the best one
     kept; between full rounds only the ``SEARCH_TOP`` moves of the last full ranking are tried again.
+``gradient-eot``
+    the same moves, checked (and pruned) on the Purkinje scores averaged over ``spike_eot_trials``
+    frozen trials (noise slots 0, 1, ...), every trial a charged query.
 ``search-eot``
-    the same search on the Purkinje scores averaged over ``spike_eot_trials`` frozen trials (noise
+    the search on the Purkinje scores averaged over ``spike_eot_trials`` frozen trials (noise
     slots 0, 1, ...; expectation over the noise, Athalye et al. 2018), every trial a charged query:
     edits that flip one draw by exploiting its particular spikes do not count.
 ``shift``
@@ -79,7 +82,7 @@ __all__ = ["SPIKE_METHODS", "SPIKE_COLUMNS", "VARIABILITY_COLUMNS", "STIMULATION
            "EditGrid", "SpikeEdit", "SpikeQueries", "budget_violations", "margins", "attack_image",
            "natural_variability", "pixel_equivalent", "fresh_success", "stimulation_rows", "run_spike_attacks"]
 
-SPIKE_METHODS = ("gradient", "search", "search-eot", "shift")
+SPIKE_METHODS = ("gradient", "gradient-eot", "search", "search-eot", "shift")
 SPIKE_COLUMNS = ["image", "method", "edits", "inserted", "deleted", "shifted_ms", "queries", "fooled_frozen",
                  "success_fresh"]
 VARIABILITY_COLUMNS = ["image", "label", "clean_margin_hz", "clean_error_fresh", "mf_spikes", "natural_variability",
@@ -349,11 +352,12 @@ def _surrogate_gradient(sur, r_eff: np.ndarray, y: int) -> np.ndarray:
 
 
 def _gradient(queries: SpikeQueries, state: _State, y: int, m0: float, sur, rates_hz: np.ndarray,
-              window_ms: float) -> tuple[_State, float]:
-    """Greedy on the surrogate's rate gradient, one network query per move (module docstring)."""
+              window_ms: float, trials: int = 1) -> tuple[_State, float]:
+    """Greedy on the surrogate's rate gradient, one network check (``trials`` simulations) per move
+    (module docstring)."""
     current = m0
     dt = state.grid.dt_ms
-    while current >= 0 and queries.left > 0:
+    while current >= 0 and queries.left >= trials:
         moves = state.moves()
         if not moves:
             break
@@ -374,7 +378,7 @@ def _gradient(queries: SpikeQueries, state: _State, y: int, m0: float, sur, rate
         if best is None:  # the surrogate predicts no move lowers the margin
             break
         state.apply(best)
-        current = float(margins(queries(state.mask()[None]), y)[0])
+        current = float(margins(queries(state.mask()[None], trials=trials), y)[0])
     return state, current
 
 
@@ -420,26 +424,28 @@ def attack_image(net, x: np.ndarray, y: int, method: str, *, budget: SpikeBudget
     m0 = float(margins(queries(empty), y)[0])
     out: dict[str, Any] = {"method": method, "clean_margin": m0, "shifted_ms": 0.0, "edit": SpikeEdit(),
                            "raster": None}
-    if method in ("search", "search-eot", "gradient"):
+    if method in ("search", "search-eot", "gradient", "gradient-eot"):
         state = _State(grid, budget, block)
-        if method == "search":
-            state, m = _search(queries, state, y, m0)
+        if method.startswith("gradient") and sur is None:
+            raise ValueError(f"the {method} method needs the surrogate")
+        if method in ("search", "gradient"):
+            if method == "search":
+                state, m = _search(queries, state, y, m0)
+            else:
+                state, m = _gradient(queries, state, y, m0, sur, net.rates, window_ms)
             if m < 0:
                 state, m = _prune(state, m, queries, y)
-        elif method == "search-eot":  # the margin of the scores averaged over frozen trials 0..trials-1
+        else:  # on the margin of the scores averaged over the frozen trials 0 .. eot_trials - 1
             queries.max_queries -= 1  # kept for the frozen trial's verdict on the result
             m_avg = float(margins(queries(empty, trials=eot_trials), y)[0]) if queries.left >= eot_trials else 0.0
-            state, m_avg = _search(queries, state, y, m_avg, trials=eot_trials)
+            if method == "search-eot":
+                state, m_avg = _search(queries, state, y, m_avg, trials=eot_trials)
+            else:
+                state, m_avg = _gradient(queries, state, y, m_avg, sur, net.rates, window_ms, trials=eot_trials)
             if m_avg < 0:
                 state, m_avg = _prune(state, m_avg, queries, y, trials=eot_trials)
             queries.max_queries += 1
             m = float(margins(queries(state.mask()[None]), y)[0])
-        else:
-            if sur is None:
-                raise ValueError("the gradient method needs the surrogate")
-            state, m = _gradient(queries, state, y, m0, sur, net.rates, window_ms)
-            if m < 0:
-                state, m = _prune(state, m, queries, y)
         edit = state.edit()
         problems = budget_violations(edit, budget, grid.n_steps, grid.n_mf, grid.dt_ms)
         assert not problems, problems  # the moves keep the budget by construction

@@ -114,8 +114,8 @@ class SpikingAttackConfig:
         hybrid's tie fractions and the surrogate's agreement on adversarial inputs).
     domain : ``pixels`` (the suite above) or ``spikes``: the attacks of :mod:`attacks.spikes` on the
         mossy-fibre spike trains instead (``robustness_spikes.csv``); the keys below set them.
-    spike_methods : ``gradient`` (surrogate-guided), ``search`` (black-box greedy), ``search-eot``
-        (the search on scores averaged over ``spike_eot_trials`` frozen trials), ``shift``
+    spike_methods : ``gradient`` (surrogate-guided), ``search`` (black-box greedy), their ``-eot``
+        variants (checked on scores averaged over ``spike_eot_trials`` frozen trials), ``shift``
         (frozen-trial timing diagnostic).
     spike_budget : spikes delivered per image; spike_max_rate_hz : the per-fibre ceiling on them
         (at least 1000 / rate ms apart; mossy fibres fire up to ~700 Hz in vivo, Rancz et al. 2007);
@@ -158,7 +158,7 @@ class SpikingAttackConfig:
     fresh_eps: tuple[float, ...] = (0.0, 0.1, 0.2)
     headline_eps: tuple[float, ...] = (0.1, 0.2)
     domain: str = "pixels"
-    spike_methods: tuple[str, ...] = ("gradient", "search", "search-eot", "shift")
+    spike_methods: tuple[str, ...] = ("gradient", "gradient-eot", "search", "search-eot", "shift")
     spike_budget: int = 400
     spike_max_rate_hz: float = 500.0
     silence_budget_ms: float = 1600.0

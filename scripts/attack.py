@@ -123,13 +123,13 @@ def _print_spike_summary(run) -> None:
     m = run.metrics
     print(f"spike-domain attacks: {m.get('spike_images', 0)} images, {m.get('spike_attacked', 0)} attacked (correct "
           f"with a clear winner on the frozen trial)")
-    print(f"{'method':<11} {'fooled frozen':>13} {'median edits frozen':>20} {'success fresh':>14} "
+    print(f"{'method':<13} {'fooled frozen':>13} {'median edits frozen':>20} {'success fresh':>14} "
           f"{'median edits fresh':>19} {'median queries':>15}")
     for method in run.config.get("attack", {}).get("spike_methods", ()):
         if f"spike_{method}_fooled_frozen" not in m:
             continue
         fresh = m.get(f"spike_{method}_success_fresh_mean")
-        print(f"{method:<11} {m[f'spike_{method}_fooled_frozen']:>13.3f} "
+        print(f"{method:<13} {m[f'spike_{method}_fooled_frozen']:>13.3f} "
               f"{m[f'spike_{method}_median_edits_frozen']:>20g} "
               f"{'-' if fresh is None else f'{fresh:.3f}':>14} "
               f"{m.get(f'spike_{method}_median_edits_fresh', '-'):>19} {m[f'spike_{method}_queries_median']:>15g}")

@@ -838,7 +838,7 @@ def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_networ
     header = (run / "robustness_spikes.csv").read_text().splitlines()[0]
     assert header == "image,method,edits,inserted,deleted,shifted_ms,queries,fooled_frozen,success_fresh"
     rows = read_csv(run / "robustness_spikes.csv")
-    assert rows and {r["method"] for r in rows} == {"gradient", "search", "search-eot", "shift"}
+    assert rows and {r["method"] for r in rows} == {"gradient", "gradient-eot", "search", "search-eot", "shift"}
     for r in rows:
         assert 1 <= r["queries"] <= 80 and r["fooled_frozen"] in (0, 1)
         if r["method"] != "shift":
