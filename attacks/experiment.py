@@ -312,8 +312,11 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
                 if acfg.domain == "spikes":
                     metrics = _spike_domain(run, engine, sur, x, y, acfg, cfg, conn, weights, net_seed, seed,
                                             progress)
+                    # the network, so that the tables need not find its training run
                     run.log_metrics(**metrics, **fid_metrics, **{f"surrogate_rms_{k}_hz": v for k, v in rms.items()},
                                     source_test_accuracy=info["metrics"].get("test_accuracy"),
+                                    network_width=cfg.width, network_k=cfg.k, network_ltd=cfg.ltd,
+                                    network_seed=info["meta"].get("seed"),
                                     attack_wall_s=round(time.time() - started, 3))
                     return run
                 if progress:

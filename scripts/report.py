@@ -23,8 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "docs/findings_curves.csv (rows of earlier runs are kept unless a new run of the same "
                         "configuration and seed replaces them) and rebuild docs/findings.md: the mechanism verdicts "
                         "and robustness curves of both models")
+    p.add_argument("--spikes", action="store_true",
+                   help="instead: add the spike-domain attack runs under DIR (attack.domain=spikes) to "
+                        "docs/spikes_runs.csv and docs/spikes_images.csv (a run already there is replaced) and "
+                        "rebuild docs/spikes.md and its figure")
     p.add_argument("--docs", metavar="DIR", default=None,
-                   help="with --replication or --findings: the docs folder (default docs/)")
+                   help="with --replication, --findings or --spikes: the docs folder (default docs/)")
 
 
 def _docs(args: argparse.Namespace):
@@ -76,11 +80,26 @@ def _replication(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spikes(args: argparse.Namespace) -> int:
+    from analysis import spike_findings as sf
+
+    docs = _docs(args)
+    old, old_images = _committed((docs / "spikes_runs.csv", lambda p: sf.read_table(p, sf.RUN_COLUMNS)),
+                                 (docs / "spikes_images.csv", lambda p: sf.read_table(p, sf.IMAGE_COLUMNS)))
+    new, new_images = sf.collect(args.dir)
+    md = sf.write(sf.merge(old, new), sf.merge(old_images, new_images), docs)
+    print(f"spikes: {len({r['attack_run'] for r in new})} runs from {args.dir}, "
+          f"{len({r['attack_run'] for r in old})} before; wrote {md}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.replication and args.findings:
+    if sum(map(bool, (args.replication, args.findings, args.spikes))) > 1:
         from core.errors import ConfigError
 
-        raise ConfigError("--replication and --findings write different documents: give one")
+        raise ConfigError("--replication, --findings and --spikes write different documents: give one")
+    if args.spikes:
+        return _spikes(args)
     if args.findings:
         return _findings(args)
     if args.replication:

@@ -869,6 +869,23 @@ def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_networ
         "spike_exported"]
     assert list(back["trial_condition"][:2]) == ["clean", "adversarial"]
     assert (run / "spike_example.npz").is_file()
+    # the committed page: from the run folder, then again from the committed tables alone
+    docs = tmp_path / "docs"
+    assert main(["report", str(tmp_path), "--spikes", "--docs", str(docs)]) == 0
+    table = read_csv(docs / "spikes_runs.csv")
+    assert sorted(r["method"] for r in table) == sorted({r["method"] for r in rows})
+    search = next(r for r in table if r["method"] == "search")
+    assert search["flipped_frozen"] == pytest.approx(np.mean([r["fooled_frozen"] for r in rows
+                                                              if r["method"] == "search"]))
+    assert len(read_csv(docs / "spikes_images.csv")) == len(rows)
+    page = (docs / "spikes.md").read_text()
+    assert f"w={CFG.width}" in page
+    assert (docs / "spikes_edits.png").is_file()
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert main(["report", str(empty), "--spikes", "--docs", str(docs)]) == 0
+    assert (docs / "spikes.md").read_text() == page
+    capsys.readouterr()
     rc = main(["attack", "--run", str(run_dir), "-q", "--set", "attack.domain=spikes",
                "--set", "attack.spike_methods=teleport", "--out", str(tmp_path)])
     assert rc != 0 and "unknown spike-domain method 'teleport'" in capsys.readouterr().err
