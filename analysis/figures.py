@@ -553,30 +553,32 @@ def plot_gallery(x_clean: np.ndarray, x_adv: np.ndarray, captions: Sequence[str]
     return _save(fig, path)
 
 
-def plot_spike_edits(rows: list[dict], variability: list[dict], path: str | Path) -> Path | None:
-    """Spike-domain attacks (``robustness_spikes.csv``): per method, the fraction of attacked images
-    flipped on the frozen trial with at most x spike edits (an image never flipped never counts),
-    beside the distribution of the natural variability (two Poisson draws of one image) and of the
-    spike edits of a pixel adversarial on the same trial."""
-    if not rows:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    attacked = sorted({r["image"] for r in rows})
-    n = len(attacked)
+def _num_or_nan(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def draw_spike_edits(ax, rows: list[dict], variability: list[dict]) -> None:
+    """On ``ax``: per method of ``rows`` (``image, method, edits, fooled_frozen``), the fraction of
+    attacked images flipped on the frozen trial with at most x spike edits (an image never flipped
+    never counts), beside the distributions of ``natural_variability`` and ``pixel_edits`` of
+    ``variability`` (one row per image) over the same images."""
+    attacked = {r["image"] for r in rows}
+    n = max(1, len(attacked))
     top = 1.0
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == method]
-        edits = np.sort([float(r["edits"]) for r in sel if int(r["fooled_frozen"]) == 1])
+        edits = np.sort([_num_or_nan(r["edits"]) for r in sel if int(_num_or_nan(r["fooled_frozen"])) == 1])
         if len(edits):
             ax.step(np.concatenate([[0], edits]), np.arange(len(edits) + 1) / len(sel), where="post",
                     label=f"{method} (flipped {len(edits)}/{len(sel)})")
             top = max(top, float(edits.max()))
-    att = set(attacked)
     for key, label, style in (("natural_variability", "natural variability (two draws)", "k--"),
                               ("pixel_edits", "pixel adversarial (surrogate PGD)", "k:")):
-        vals = np.sort([float(v[key]) for v in variability if v["image"] in att and v[key] != ""
-                        and np.isfinite(float(v[key]))])
+        vals = np.sort([x for x in (_num_or_nan(v[key]) for v in variability if v["image"] in attacked)
+                        if np.isfinite(x)])
         if len(vals):
             ax.plot(np.concatenate([[0], vals]), np.arange(len(vals) + 1) / n, style, drawstyle="steps-post",
                     label=f"{label}, {len(vals)}/{n}")
@@ -586,6 +588,15 @@ def plot_spike_edits(rows: list[dict], variability: list[dict], path: str | Path
     ax.set_xlabel("spikes (edits to the mossy-fibre trains; or count differences)")
     ax.set_ylabel(f"fraction of the {n} attacked images")
     ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_spike_edits(rows: list[dict], variability: list[dict], path: str | Path) -> Path | None:
+    """Spike-domain attacks (``robustness_spikes.csv``, ``spike_variability.csv``): :func:`draw_spike_edits`."""
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    draw_spike_edits(ax, rows, variability)
     fig.tight_layout()
     return _save(fig, path)
 

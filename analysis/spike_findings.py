@@ -200,37 +200,15 @@ def _answer(by_run: dict, order: list[str]) -> list[str]:
 
 
 def _plot(by_run: dict, order: list[str], images: list[dict], path: Path) -> Path | None:
-    from analysis.figures import _plt, _save
+    from analysis.figures import _plt, _save, draw_spike_edits
 
     plt = _plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.0))
-    first = order[0]
-    mine = [r for r in images if r["attack_run"] == first]
-    attacked = sorted({r["image"] for r in mine})
-    n = max(1, len(attacked))
-    top = 1.0
-    for method in METHODS:
-        sel = [r for r in mine if r["method"] == method]
-        if not sel:
-            continue
-        e = np.sort([_num(r["edits"]) for r in sel if int(_num(r["fooled_frozen"])) == 1])
-        if len(e):
-            ax.step(np.concatenate([[0], e]), np.arange(len(e) + 1) / len(sel), where="post", label=method)
-            top = max(top, float(e.max()))
-    seen = {}
+    mine = [r for r in images if r["attack_run"] == order[0]]
+    per_image = {}
     for r in mine:
-        seen.setdefault(r["image"], r)
-    for key, label, style in (("natural_variability", "natural variability", "k--"),
-                              ("pixel_edits", "pixel adversarial", "k:")):
-        v = np.sort([_num(r[key]) for r in seen.values() if np.isfinite(_num(r[key]))])
-        if len(v):
-            ax.plot(np.concatenate([[0], v]), np.arange(len(v) + 1) / n, style, drawstyle="steps-post", label=label)
-            top = max(top, float(v.max()))
-    ax.set_xlim(0, top * 1.05)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("spikes")
-    ax.set_ylabel(f"fraction of the {n} attacked images")
-    ax.legend(fontsize=7, loc="lower right")
+        per_image.setdefault(r["image"], r)
+    draw_spike_edits(ax, mine, list(per_image.values()))
     labels, frozen, fresh, nat = [], [], [], []
     for a in order:
         rs = {r["method"]: r for r in by_run[a]}
@@ -243,8 +221,8 @@ def _plot(by_run: dict, order: list[str], images: list[dict], path: Path) -> Pat
     for vals, off, lab, col in ((frozen, -0.2, "gradient (frozen)", "tab:blue"),
                                 (fresh, 0.2, "gradient-eot (fresh)", "tab:orange")):
         v = np.array(vals)
-        bx.barh(y + off, np.where(np.isfinite(v), v, cap), height=0.38, color=col, label=lab,
-                hatch=None, alpha=0.85)
+        bx.barh(y + off, np.where(np.isinf(v), cap, np.nan_to_num(v, nan=0.0)), height=0.38, color=col, label=lab,
+                alpha=0.85)  # inf (fewer than half flipped): a bar to the edge, marked; not run: no bar
         for yy, vv in zip(y + off, v):
             if np.isinf(vv):
                 bx.text(cap, yy, " inf", va="center", fontsize=6)

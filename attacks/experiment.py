@@ -29,6 +29,10 @@ __all__ = ["ATTACKABLE", "AttackExperiment", "resolve_attack_config", "check_sou
            "matmul_gflops"]
 
 ATTACKABLE = ("rate", "mlp", "spiking")
+# the attack.* keys of the spike domain (attacks.spikes), left out of a pixel-domain run's configuration
+SPIKE_DOMAIN_KEYS = ("domain", "spike_methods", "spike_budget", "spike_max_rate_hz", "silence_budget_ms", "spike_block",
+                     "silence_block_ms", "shift_ms", "spike_lead_ms", "spike_queries", "spike_eot_trials",
+                     "spike_variability_pairs", "spike_export")
 N_EXAMPLES = 10
 log = logging.getLogger(__name__)
 
@@ -271,6 +275,8 @@ def spiking_attack_run(run_dir: str | Path, exp, *, seed: int = 0, out: str | Pa
     x, y = ds.x_test[:acfg.n].copy(), ds.y_test[:acfg.n].copy()
     config = {"model_kind": "spiking", "source_run": f"{run_dir.parent.name}/{run_dir.name}",
               "source_config_hash": config_hash(info["config"]), **to_dict(exp)}
+    if acfg.domain == "pixels":  # the spike-domain settings do not change the identity of a pixel-domain run
+        config["attack"] = {k: v for k, v in config["attack"].items() if k not in SPIKE_DOMAIN_KEYS}
     from core.device import device_meta, resolve_device
 
     # the spiking suite (engine, surrogate, decision-based attacks) runs on the CPU; a device=cuda

@@ -612,6 +612,8 @@ def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
     assert json.loads((run / "meta.json").read_text())["status"] == "completed"
     config = json.loads((run / "config.json").read_text())
     assert config["model_kind"] == "spiking" and config["attack"]["n"] == 8 and config["attack"]["eps"] == [0.0, 0.1]
+    # the spike-domain settings stay out of a pixel run's identity (its hash is what it was before them)
+    assert not [k for k in config["attack"] if k == "domain" or k.startswith(("spike_", "silence_"))]
 
     # robustness.csv
     with open(run / "robustness.csv", newline="") as fh:
@@ -835,6 +837,7 @@ def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_networ
     assert rc == 0, out
     assert "spike-domain attacks:" in out and "natural variability" in out
     run = next((tmp_path / "attack-spiking").iterdir())
+    assert json.loads((run / "config.json").read_text())["attack"]["domain"] == "spikes"
     header = (run / "robustness_spikes.csv").read_text().splitlines()[0]
     assert header == "image,method,edits,inserted,deleted,shifted_ms,queries,fooled_frozen,success_fresh"
     rows = read_csv(run / "robustness_spikes.csv")
@@ -869,6 +872,11 @@ def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_networ
         "spike_exported"]
     assert list(back["trial_condition"][:2]) == ["clean", "adversarial"]
     assert (run / "spike_example.npz").is_file()
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## Spike-domain attacks")[1].split("\n## ")[0]
+    assert "| search-eot |" in section and "spike_edits.png" in section and "spike_example.png" in section
+    assert (tmp_path / "figures" / "spike_example.png").is_file()
     # the committed page: from the run folder, then again from the committed tables alone
     docs = tmp_path / "docs"
     assert main(["report", str(tmp_path), "--spikes", "--docs", str(docs)]) == 0
