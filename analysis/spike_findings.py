@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.stats import censored_median
 from core.runs import atomic_write_text, read_csv, write_csv
 
 log = logging.getLogger(__name__)
@@ -60,22 +61,32 @@ def collect(root: str | Path) -> tuple[list[dict], list[dict]]:
                 "width": f.get("width"), "k": "dense" if f.get("k") in (None, "") else f.get("k"), "ltd": f.get("ltd"),
                 "seed": f.get("seed"), "test_accuracy": m.get("source_test_accuracy"),
                 "images": m.get("spike_images"), "attacked": m.get("spike_attacked"),
-                "natural_variability_median": m.get("natural_variability_median"),
-                "pixel_edits_median": m.get("pixel_edits_median"), "spike_budget": acfg.get("spike_budget"),
+                "spike_budget": acfg.get("spike_budget"),
                 "silence_budget_ms": acfg.get("silence_budget_ms"), "spike_queries": acfg.get("spike_queries"),
                 "fresh_repeats": acfg.get("fresh_repeats"), "wall_s": arun["meta"].get("wall_s"),
                 "git_commit": (arun["meta"].get("git_commit") or "")[:10]}
-        for method in acfg.get("spike_methods", ()):
-            if f"spike_{method}_fooled_frozen" not in m:
-                continue
-            runs.append({**base, "method": method, "flipped_frozen": m[f"spike_{method}_fooled_frozen"],
-                         "median_edits_frozen": m.get(f"spike_{method}_median_edits_frozen"),
-                         "success_fresh_mean": m.get(f"spike_{method}_success_fresh_mean", ""),
-                         "median_edits_fresh": m.get(f"spike_{method}_median_edits_fresh", ""),
-                         "queries_median": m.get(f"spike_{method}_queries_median")})
+        table = read_csv(path / "robustness_spikes.csv")
         var = {r["image"]: r for r in read_csv(path / "spike_variability.csv")} \
             if (path / "spike_variability.csv").is_file() else {}
-        for r in read_csv(path / "robustness_spikes.csv"):
+        # the summaries, from the run's tables (not its metrics): one definition for every run
+        attacked = [var[i] for i in sorted({r["image"] for r in table}) if i in var]
+        base["natural_variability_median"] = float(np.median([_num(v["natural_variability"]) for v in attacked])) \
+            if attacked else float("nan")
+        base["pixel_edits_median"] = censored_median([_num(v["pixel_edits"]) for v in attacked],
+                                                     [np.isfinite(_num(v["pixel_eps"])) for v in attacked]) \
+            if attacked and any(_num(e) > 0 for e in acfg.get("eps", ())) else float("nan")
+        for method in dict.fromkeys(r["method"] for r in table):
+            sel = [r for r in table if r["method"] == method]
+            fooled = [int(_num(r["fooled_frozen"])) == 1 for r in sel]
+            fresh = [_num(r["success_fresh"]) for r in sel]
+            has_fresh = any(np.isfinite(fresh))
+            runs.append({**base, "method": method, "flipped_frozen": float(np.mean(fooled)),
+                         "median_edits_frozen": censored_median([r["edits"] for r in sel], fooled),
+                         "success_fresh_mean": float(np.nanmean(fresh)) if has_fresh else "",
+                         "median_edits_fresh": censored_median([r["edits"] for r in sel], [f > 0.5 for f in fresh])
+                         if has_fresh else "",
+                         "queries_median": float(np.median([r["queries"] for r in sel]))})
+        for r in table:
             v = var.get(r["image"], {})
             images.append({"attack_run": label, "image": r["image"], "label": v.get("label", ""),
                            "method": r["method"], "edits": r["edits"], "fooled_frozen": r["fooled_frozen"],

@@ -43,7 +43,7 @@ import numpy as np
 from scipy import stats
 
 
-__all__ = ["MECHANISM_COLUMNS", "MIN_WIDTH_RUNS", "MIN_WIDTH_LEVELS", "MIN_LTD_PAIRS", "MIN_WILCOXON_PAIRS",
+__all__ = ["censored_median", "MECHANISM_COLUMNS", "MIN_WIDTH_RUNS", "MIN_WIDTH_LEVELS", "MIN_LTD_PAIRS", "MIN_WILCOXON_PAIRS",
            "MIN_K_RUNS", "MIN_K_LEVELS", "mean_ci", "collapse_seeds", "level_table", "width_effect",
            "ltd_effect", "k_effect", "not_enough", "MODEL_FIELDS"]
 
@@ -70,6 +70,16 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> tuple[float, float,
         return m, NAN, NAN
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return m, m - half, m + half
+
+
+def censored_median(values: Iterable[float], reached: Iterable[bool]) -> float:
+    """The median of right-censored counts: the smallest ``x`` such that at least half of the items
+    reached their goal with at most ``x`` (the lower median, items that never reached it counting as
+    infinite). ``inf`` when fewer than half reached it; NaN for no items."""
+    v = np.where(np.asarray(list(reached), bool), np.asarray(list(values), float), np.inf)
+    if not len(v):
+        return float("nan")
+    return float(np.sort(v)[(len(v) - 1) // 2])
 
 
 def not_enough(have: int, need: int, what: str = "runs") -> str:

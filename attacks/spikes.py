@@ -22,8 +22,8 @@ reference to one draw, and carries over to new trials ("fresh": the same edits o
 Edits are placed on a grid: delivered spikes on the times ``t_lo + k * gap`` (``gap = 1000 /
 spike_max_rate_hz`` ms, ``t_lo = readout_start_ms - spike_lead_ms``, to 1 ms before the window
 ends), filled ``spike_block`` at a time in bit-reversed order so a few spikes already spread over
-the window; silenced intervals are ``silence_block_ms`` pieces of the same span, taken in the same
-order. A fibre is either excited or silenced, never both. Budgets are checked exactly by
+the window; silenced intervals are ``silence_block_ms`` pieces from ``t_lo`` to the end of the
+window, taken in the same order. A fibre is either excited or silenced, never both. Budgets are checked exactly by
 :func:`budget_violations` on every edit an attack returns.
 
 Decisions
@@ -196,6 +196,9 @@ def budget_violations(edit: SpikeEdit, budget: SpikeBudget, n_steps: int, n_mf: 
         total = float((sil[:, 2] - sil[:, 1]).sum() * dt_ms)
         if total > budget.silence_ms + 1e-9:
             out.append(f"{total:g} fibre-ms silenced, budget {budget.silence_ms:g}")
+        both = sorted(set(sil[:, 0].tolist()) & set(ins[:, 0].tolist()))
+        if both:
+            out.append(f"fibre {both[0]} is both excited and silenced")
     return out
 
 
@@ -325,7 +328,7 @@ def _search(queries: SpikeQueries, state: _State, y: int, m0: float, trials: int
         else:
             legal = {m[:2]: m for m in moves}
             cands = [legal[k] for k in ranking if k in legal][:SEARCH_TOP] or moves
-        cands = cands[:queries.left // trials]
+        cands = cands[:max(0, queries.left) // trials]
         if not cands:
             break
         m = margins(queries(np.stack([state.with_move(c) for c in cands]), trials=trials), y)
@@ -445,7 +448,8 @@ def attack_image(net, x: np.ndarray, y: int, method: str, *, budget: SpikeBudget
             if m_avg < 0:
                 state, m_avg = _prune(state, m_avg, queries, y, trials=eot_trials)
             queries.max_queries += 1
-            m = float(margins(queries(state.mask()[None]), y)[0])
+            # the frozen trial's verdict (no edit: the clean margin); the reserved query covers it
+            m = float(margins(queries(state.mask()[None]), y)[0]) if state.history else m0
         edit = state.edit()
         problems = budget_violations(edit, budget, grid.n_steps, grid.n_mf, grid.dt_ms)
         assert not problems, problems  # the moves keep the budget by construction
@@ -465,9 +469,8 @@ def attack_image(net, x: np.ndarray, y: int, method: str, *, budget: SpikeBudget
             s = np.nonzero(base[:, f])[0]
             new = np.clip(s + offsets[f], 0, grid.n_steps - 1)
             raster[new, f] = True
-            if offsets[f]:
-                moved += len(s)
-                shifted_ms += float(np.abs(new - s).sum() * grid.dt_ms)
+            moved += int((new != s).sum())  # clipping at an edge can leave a spike where it was
+            shifted_ms += float(np.abs(new - s).sum() * grid.dt_ms)
         deleted = int(base.sum() - raster.sum())
         out.update(raster=raster, inserted=0, deleted=deleted, edits=moved, shifted_ms=shifted_ms,
                    fooled_frozen=bool(m < 0), margin=m)
@@ -639,11 +642,11 @@ def run_spike_attacks(engine, sur, x: np.ndarray, y: np.ndarray, acfg, *, seed: 
 
 
 def _censored_median(values: list[float], flipped: list[bool]) -> float:
-    """Median over every attacked image, an image not flipped counting as infinitely many edits."""
-    if not values:
-        return float("nan")
-    v = np.where(np.asarray(flipped, bool), np.asarray(values, float), np.inf)
-    return float(np.median(v))
+    """Over every attacked image, an image not flipped counting as infinitely many edits
+    (:func:`analysis.stats.censored_median`: ``inf`` when fewer than half were flipped)."""
+    from analysis.stats import censored_median
+
+    return censored_median(values, flipped)
 
 
 def _summary(rows: list[dict], var_rows: list[dict], acfg) -> dict:
@@ -652,7 +655,8 @@ def _summary(rows: list[dict], var_rows: list[dict], acfg) -> dict:
     m["natural_variability_median"] = float(np.median(nat)) if len(nat) else float("nan")
     pix = [r for r in var_rows if r["clean_margin_hz"] > 0]
     m["pixel_edits_median"] = _censored_median([r["pixel_edits"] for r in pix],
-                                               [bool(np.isfinite(r["pixel_eps"])) for r in pix])
+                                               [bool(np.isfinite(r["pixel_eps"])) for r in pix]) \
+        if any(e > 0 for e in acfg.eps) else float("nan")  # no pixel attack without a positive eps
     for method in acfg.spike_methods:
         sel = [r for r in rows if r["method"] == method]
         if not sel:

@@ -64,10 +64,22 @@ def test_spike_trains_reproduce_the_rate_path_on_matched_draws(net):
         # silencing every fibre leaves the granule layer without input: fewer granule spikes
         silent = eng.predict(x, slots=slots, mf_edits=np.full((5, eng.n_steps, N_IN), -1, np.int8))
         assert silent.counts["grc"].sum() < ref.counts["grc"].sum()
-        with pytest.raises(ValueError, match="outside"):
-            eng.predict_trains([(np.array([N_IN]), np.array([1.0]))])
+        for bad in ((N_IN, 1.0), (0, -0.05), (0, CFG.window_ms)):
+            with pytest.raises(ValueError, match="outside"):
+                eng.predict_trains([(np.array([bad[0]]), np.array([bad[1]]))])
+        eng.predict_trains([(np.array([0]), np.array([CFG.window_ms - 0.05]))])  # the last step holds it
         with pytest.raises(ValueError, match="shape"):
             eng.predict(x, mf_edits=np.zeros((5, 3, N_IN), np.int8))
+    with _engine(net) as eng:  # the batched path (no recording), threads over the queries
+        for out in (eng.predict_trains(draws, slots=slots),
+                    eng.predict(x, slots=slots, mf_edits=np.zeros((5, eng.n_steps, N_IN), np.int8))):
+            for pop in ("grc", "goc", "mli", "pc"):
+                assert np.array_equal(out.counts[pop], ref.counts[pop]), pop
+        one = np.zeros((5, eng.n_steps, N_IN), np.int8)
+        one[2, :, 0] = -1  # the third query's first fibre silenced: only that query can change
+        out = eng.predict(x, slots=slots, mf_edits=one)
+        keep = np.arange(5) != 2
+        assert np.array_equal(out.counts["grc"][keep], ref.counts["grc"][keep])
     with _engine(net, backend="brian2") as eng:
         with pytest.raises(ValueError, match="needs the compiled kernel"):
             eng.predict(x[:1], mf_edits=np.zeros((1, eng.n_steps, N_IN), np.int8))
@@ -85,6 +97,7 @@ def test_spike_budgets_are_enforced_exactly():
         "overlap": SpikeEdit(ok.inserted, np.array([[3, 0, 50], [3, 49, 60]])),
         "outside": SpikeEdit(np.array([[8, 1]]), ok.silenced),
         "empty": SpikeEdit(ok.inserted, np.array([[3, 50, 50]])),
+        "both excited and silenced": SpikeEdit(ok.inserted, np.array([[1, 0, 50]])),
     }
     for what, edit in bad.items():
         problems = budget_violations(edit, budget, n_steps, n_mf, dt)
@@ -112,7 +125,7 @@ class _CountingNet:
         self.simulations += len(masks) * trials
         if trains:  # a shifted raster: spikes of fibre 0 after 50 ms count against the margin
             push = masks[:, self.n_steps // 2:, 0].sum(axis=1) - self.base[self.n_steps // 2:, 0].sum()
-            margin = 0.5 - 0.3 * np.abs(push)  # one spike moved across 50 ms flips it
+            margin = 0.5 - 0.3 * np.abs(push)  # two spikes moved across 50 ms flip it
         else:
             margin = self.need - (masks[:, :, 0] > 0).sum(axis=1) - 0.05 * (masks[:, :, 1] < 0).sum(axis=1) + 0.5
         return np.stack([np.zeros_like(margin, dtype=float), margin.astype(float)], axis=1)
@@ -143,7 +156,8 @@ def test_every_spike_attack_keeps_its_query_budget_and_its_spike_budget(method):
         def scores_from_pc(self, r):
             return torch.stack([torch.zeros_like(r[:, 0]), 100.0 - r[:, 0]], dim=1)
 
-    for max_queries, need in ((40, 5), (7, 50)):  # one the attacks can meet, one they cannot
+    # one the attacks can meet, one they cannot, and budgets too small for anything but the clean check
+    for max_queries, need in ((40, 5), (7, 50), (1, 5), (2, 5)):
         net = _CountingNet(500, 4, 0.2, need)
         res = attack_image(net, None, 1, method, budget=budget, grid=grid, block=3, max_queries=max_queries,
                            window_ms=100.0, sur=LinearSurrogate(), shift_ms=10.0, eot_trials=3)
@@ -157,7 +171,9 @@ def test_every_spike_attack_keeps_its_query_budget_and_its_spike_budget(method):
                 assert m < 0  # what it returns does flip the decision
         if need == 50 and method != "shift":
             assert not res["fooled_frozen"]  # 50 delivered spikes on fibre 0 are over the budget of 12
-        if need == 5:
+        if max_queries <= 2 and method != "shift":  # at most one move of 3 spikes: not enough
+            assert not res["fooled_frozen"]
+        if max_queries == 40:
             assert res["fooled_frozen"], method  # 6 spikes on fibre 0 (two blocks of 3) flip it
             if method != "shift":
                 assert res["inserted"] == 6 and res["deleted"] == 0  # pruning took the useless moves back
@@ -165,6 +181,16 @@ def test_every_spike_attack_keeps_its_query_budget_and_its_spike_budget(method):
     q(np.zeros((5, 500, 4), np.int8))
     with pytest.raises(QueryBudgetExceeded):
         q(np.zeros((1, 500, 4), np.int8))
+
+
+def test_censored_median_is_inf_only_when_fewer_than_half_reached():
+    from analysis.stats import censored_median
+
+    assert censored_median([5, 9, 1, 7], [True, True, False, False]) == 9  # half reached: with <= 9 edits
+    assert censored_median([5, 9, 1, 7], [True, False, False, False]) == np.inf
+    assert censored_median([5, 9, 1], [True, True, False]) == 9
+    assert censored_median([3, 1, 2], [True, True, True]) == 2
+    assert np.isnan(censored_median([], []))
 
 
 def test_natural_variability_is_the_count_difference_of_two_draws():

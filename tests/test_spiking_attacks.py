@@ -613,7 +613,7 @@ def test_cereb_attack_on_a_spiking_run(spiking_run, tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["model_kind"] == "spiking" and config["attack"]["n"] == 8 and config["attack"]["eps"] == [0.0, 0.1]
     # the spike-domain settings stay out of a pixel run's identity (its hash is what it was before them)
-    assert not [k for k in config["attack"] if k == "domain" or k.startswith(("spike_", "silence_"))]
+    assert not [k for k in config["attack"] if k in ("domain", "shift_ms") or k.startswith(("spike_", "silence_"))]
 
     # robustness.csv
     with open(run / "robustness.csv", newline="") as fh:

@@ -479,7 +479,8 @@ class SpikingEngine:
     def predict_trains(self, trains: list, *, noise: str | None = None, slots: np.ndarray | None = None,
                        seed: int | None = None) -> Prediction:
         """Scores and spike counts when the mossy fibres fire exactly ``trains``: one ``(fibre, t_ms)``
-        pair of arrays per query, or boolean rasters ``(n, n_steps, n_inputs)`` (a spike at ``t_ms`` falls in step ``round(t_ms / dt_ms)``, several
+        pair of arrays per query, or boolean rasters ``(n, n_steps, n_inputs)`` (a spike at ``t_ms`` in
+        ``[0, window_ms)`` falls in the step ``floor(t_ms / dt_ms)``, several
         spikes of one fibre in one step count once). The rest of the network's noise follows ``noise``,
         ``slots`` and ``seed`` as in :meth:`predict`; with the trains :func:`models.spiking.noise.poisson_trains`
         draws for an input, the answer is :meth:`predict`'s for that input (kernel backend only)."""
@@ -492,10 +493,11 @@ class SpikingEngine:
         edits = np.zeros((n, steps, n_mf), dtype=np.int8)
         for q, (fibre, t_ms) in enumerate(trains):
             fibre = np.asarray(fibre, dtype=np.int64)
-            step = np.rint(np.asarray(t_ms, dtype=np.float64) / self.dt_ms).astype(np.int64)
-            if fibre.shape != step.shape:
+            t = np.asarray(t_ms, dtype=np.float64)
+            if fibre.shape != t.shape:
                 raise ValueError(f"spike train {q}: fibre and t_ms must have one entry per spike")
-            bad = (fibre < 0) | (fibre >= n_mf) | (step < 0) | (step >= steps)
+            step = np.floor(t / self.dt_ms + 1e-6).astype(np.int64)  # the step that holds t (k * dt_ms lies in step k)
+            bad = (fibre < 0) | (fibre >= n_mf) | ~(t >= 0) | ~(t < self.window_ms) | (step >= steps)
             if bad.any():
                 k = int(np.argmax(bad))
                 raise ValueError(f"spike train {q}: spike ({int(fibre[k])}, {float(np.asarray(t_ms)[k])} ms) lies "
