@@ -11,7 +11,9 @@ from scripts.common import add_data_dir, add_run_arguments, collect_overrides, m
 
 DESCRIPTION = (
     "Attack a trained run: rate/mlp (noise, FGSM, PGD with MSE/CE/margin losses, strong PGD) or spiking "
-    "(surrogate white-box and transfer, hybrid, HopSkipJump); writes results/attack-<model>/<run>/robustness.csv."
+    "(surrogate white-box and transfer, hybrid, HopSkipJump); writes results/attack-<model>/<run>/robustness.csv. "
+    "On a spiking run, --set attack.domain=spikes edits the mossy-fibre spike trains instead of the pixels "
+    "(robustness_spikes.csv, stimulation.csv, stimulation.nwb)."
 )
 
 
@@ -164,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
         _print_spiking_summary(res)
         return 0 if res.metrics.get("checks_passed", True) else 1
-    cfg = resolve_attack_config(_args_overrides(args))  # bad eps etc. fail before anything is loaded
+    overrides = _args_overrides(args)
+    if "domain" in overrides.get("attack", {}) and kind in ("rate", "mlp"):
+        raise CerebError(f"attack.domain (spike-domain attacks) applies to spiking runs; {args.run} holds a {kind} model")
+    cfg = resolve_attack_config(overrides)  # bad eps etc. fail before anything is loaded
     progress = None if quiet else (lambda total: tqdm(total=total, desc="attack", unit="cell"))
     res = attack_run(args.run, cfg, seed=args.seed, out=args.out, force=args.force, data_dir=args.data_dir,
                      experiment=args.experiment, progress=progress, device=args.device)

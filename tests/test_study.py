@@ -105,6 +105,8 @@ def test_negative_eps_is_exit_code_2_with_a_message(trained_run, tmp_path, capsy
     err = one_line_error(capsys.readouterr().err)
     assert "attack.eps must be >= 0, got -0.1" in err
     assert not (tmp_path / "attack-rate").exists()
+    assert main(_args(trained_run, tmp_path, "--set", "attack.domain=spikes")) == 2
+    assert "attack.domain (spike-domain attacks) applies to spiking runs" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("breakage,fragment", [
