@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from dataclasses import asdict, replace
 from types import SimpleNamespace
 
@@ -872,6 +873,14 @@ def test_cereb_attack_in_the_spike_domain_writes_edits_that_replay_on_the_networ
         "spike_exported"]
     assert list(back["trial_condition"][:2]) == ["clean", "adversarial"]
     assert (run / "spike_example.npz").is_file()
+    # same configuration and seed, same numbers
+    again = tmp_path / "again"
+    assert main(["attack", "--run", str(run_dir), "-q", *spike_args, "--out", str(again)]) == 0
+    run2 = next((again / "attack-spiking").iterdir())
+    for name in ("robustness_spikes.csv", "spike_variability.csv", "stimulation.csv"):
+        assert (run2 / name).read_bytes() == (run / name).read_bytes(), name
+    shutil.rmtree(again)
+    capsys.readouterr()
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     section = report.split("## Spike-domain attacks")[1].split("\n## ")[0]
