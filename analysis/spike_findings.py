@@ -24,7 +24,7 @@ __all__ = ["RUN_COLUMNS", "IMAGE_COLUMNS", "collect", "merge", "write", "read_ta
 RUN_COLUMNS = ["attack_run", "train_run", "width", "k", "ltd", "seed", "test_accuracy", "images", "attacked",
                "natural_variability_median", "pixel_edits_median", "method", "flipped_frozen", "median_edits_frozen",
                "success_fresh_mean", "median_edits_fresh", "queries_median", "spike_budget", "silence_budget_ms",
-               "spike_queries", "fresh_repeats", "wall_s", "git_commit"]
+               "spike_queries", "fresh_repeats", "wall_s", "git_commit", "platform"]
 IMAGE_COLUMNS = ["attack_run", "image", "label", "method", "edits", "fooled_frozen", "success_fresh",
                  "natural_variability", "pixel_edits"]
 METHODS = ("gradient", "gradient-eot", "search", "search-eot", "shift")
@@ -64,7 +64,8 @@ def collect(root: str | Path) -> tuple[list[dict], list[dict]]:
                 "spike_budget": acfg.get("spike_budget"),
                 "silence_budget_ms": acfg.get("silence_budget_ms"), "spike_queries": acfg.get("spike_queries"),
                 "fresh_repeats": acfg.get("fresh_repeats"), "wall_s": arun["meta"].get("wall_s"),
-                "git_commit": (arun["meta"].get("git_commit") or "")[:10]}
+                "git_commit": (arun["meta"].get("git_commit") or "")[:10],
+                "platform": arun["meta"].get("platform") or ""}
         table = read_csv(path / "robustness_spikes.csv")
         var = {r["image"]: r for r in read_csv(path / "spike_variability.csv")} \
             if (path / "spike_variability.csv").is_file() else {}
@@ -175,8 +176,10 @@ def write(runs: list[dict], images: list[dict], docs: str | Path) -> Path:
                 cell += f"; {_fmt(r['median_edits_fresh'], 1)}"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Runs: " + ", ".join(f"`{a}` ({by_run[a][0]['wall_s'] and _fmt(by_run[a][0]['wall_s'])} s, "
-                                       f"commit {by_run[a][0]['git_commit']})" for a in order) + ".", ""]
+    lines += ["", "Runs (wall time on the machine its `meta.json` names): "
+              + ", ".join(f"`{a}` ({by_run[a][0]['wall_s'] and _fmt(by_run[a][0]['wall_s'])} s on "
+                          f"{by_run[a][0].get('platform') or 'an unrecorded machine'}, commit "
+                          f"{by_run[a][0]['git_commit']})" for a in order) + ".", ""]
     lines += _answer(by_run, order)
     p = _plot(by_run, order, images, docs / "spikes_edits.png")
     if p is not None:

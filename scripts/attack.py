@@ -139,7 +139,8 @@ def _print_spike_summary(run) -> None:
           f"{m.get('natural_variability_median', float('nan')):g} spikes")
     print(f"pixel attack (surrogate PGD, smallest eps that flips the frozen trial): median "
           f"{m.get('pixel_edits_median', float('nan')):g} spike edits")
-    print(f"exported: {m.get('spike_exported', 0)} images to {run.path / 'stimulation.nwb'} and stimulation.csv")
+    print(f"exported: {m.get('spike_exported', 0)} adversarial patterns (image and method) to "
+          f"{run.path / 'stimulation.nwb'} and stimulation.csv")
     print(f"time: {m.get('attack_wall_s', 0):.0f} s")
 
 
