@@ -16,6 +16,17 @@ from core.errors import CerebError, ConfigError
 DEFAULT = "auto"
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the platform has one (so
+    ``taskset -c 0 cereb study ...`` or a cluster's CPU binding is respected), else ``os.cpu_count()``."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def pop_device(overrides: dict) -> tuple[dict, str]:
     """Split the top-level ``device`` key off a configuration's overrides: ``(rest, device)``."""
     rest = dict(overrides)

@@ -453,7 +453,9 @@ def run_study(study: dict, *, jobs: int, out: str, force: bool, progress: bool =
     marked = mark_interrupted_runs(out)
     if marked:
         log.warning("%d run(s) left 'running' by a dead process marked interrupted; they are redone", len(marked))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    from core.device import usable_cores
+
+    threads = max(1, usable_cores() // jobs)
     # seed by seed (a study stopped part-way holds every configuration at the first seeds, which is
     # what a study spread over several sessions needs), the most expensive jobs first within a seed
     seed_rank = {s: i for i, s in enumerate(dict.fromkeys(j["seed"] for j in study["jobs"]))}

@@ -451,7 +451,10 @@ class KernelNetwork:
         from models.spiking.network import _csr, _namespace, step_constants
 
         b2 = get_brian2()
-        self.cfg, self.conn, self.threads = cfg, conn, max(1, int(threads))
+        from core.device import usable_cores
+
+        # never more OpenMP threads than cores this process may use (a pinned study job, a cluster slot)
+        self.cfg, self.conn, self.threads = cfg, conn, max(1, min(int(threads), usable_cores()))
         self.dt_ms, self.window_ms = float(dt_ms), float(window_ms)
         self.lib = _library(cfg.grc_state_dtype)
         steps = int(round(window_ms / dt_ms))
