@@ -16,8 +16,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COLUMNS", "PAPER_FGSM_MSE_EPS01", "TRACE_COLUMNS", "collect", "collect_traces", "merge", "merge_traces",
-           "plot_traces", "plot_width", "read_table", "read_traces", "render", "write"]
+__all__ = ["COLUMNS", "FOUR_MODELS", "PAPER_FGSM_MSE_EPS01", "PAPER_FOUR", "PAPER_SPARSE", "TRACE_COLUMNS", "collect", "collect_traces", "merge", "merge_traces",
+           "model_name", "plot_sparseness", "plot_traces", "plot_width", "read_table", "read_traces", "render", "write"]
 
 KEY = ("granule", "width", "k", "ltd", "batch_size", "seed")
 METRICS = ("clean_accuracy", "fgsm_mse_eps0.1", "pgd_mse_eps0.1", "strong_eps0.1", "worst_eps0.1")
@@ -28,7 +28,9 @@ READOUT = ("pgd_ce_eps0.1", "pgd_margin_eps0.1", "readout_weight_norm", "clean_t
 # steps, achieved GFLOP/s and fraction of the matrix-multiply throughput measured in the same run
 COST = ("train_wall_s", "attack_wall_s", "wall_s_strong", "strong_image_steps", "strong_gflops", "matmul_gflops",
         "strong_fraction_of_matmul", "load_per_core")
-COLUMNS = KEY + METRICS + READOUT + COST + ("checks_passed", "train_run", "attack_run")
+# the paper's largest budget (its four-model comparison reports PGD at eps 0.3; absent from older rows)
+EPS03 = ("pgd_mse_eps0.3", "strong_eps0.3")
+COLUMNS = KEY + METRICS + READOUT + COST + EPS03 + ("checks_passed", "train_run", "attack_run")
 TRACE_FIELDS = ("eps", "loss", "step", "n", "loss_mean", "margin_mean", "frac_correct", "true_score_mean",
                 "other_score_mean", "grad_l2_mean")
 TRACE_COLUMNS = KEY + TRACE_FIELDS
@@ -36,15 +38,27 @@ TRACE_COLUMNS = KEY + TRACE_FIELDS
 # (60,000 training images), FGSM with the MSE loss at eps 0.1, robust accuracy in %.
 PAPER_FGSM_MSE_EPS01 = {1000: 20.3, 2000: 27.0, 5000: 33.6, 10000: 34.4, 20000: 41.1, 200000: 48.8}
 PAPER_PGD_TEXT = "9-17% without LTD, 66-86% with LTD (every width)"
+# The paper's code, notebook/plot.ipynb at its final commit (1060885, June 2020), mean of 2 seeds, in %:
+# the sparseness sweep (random fan-in K with LTD, width 4.8e6 / (K + 20)): best test accuracy and
+# MSE-PGD (40 steps of 0.01, random start) at eps 0.1 (its cells 15 and 17) ...
+PAPER_SPARSE = {1: (84.88, 55.62), 2: (96.16, 94.12), 4: (97.20, 95.24), 10: (97.73, 88.31), 20: (98.02, 83.89),
+                50: (97.96, 75.76), 100: (97.86, 73.59), 200: (97.78, 72.06), 400: (97.51, 85.13), 784: (96.98, 83.65)}
+# ... and the four models: best test accuracy (cell 20) and MSE-PGD at eps 0.3 (cell 22). Its baseline
+# (`plain_none_50`, one seed) is labelled "CNN" there, at 99.25% test accuracy: not the 50-unit MLP
+# run here, so it is not set beside it.
+PAPER_FOUR = {"Base": (96.60, 1.715), "Base+LTD": (96.93, 24.585), "Base+RC": (96.95, 3.305),
+              "Cerebellum": (97.20, 47.97)}
 
 
 def _attack_runs(root: str | Path):
-    """``(attack run, key dict)`` for every completed rate-model attack run under ``root`` whose
-    training run is found (the key: :data:`KEY`, read from the training run)."""
+    """``(attack run, key dict)`` for every completed rate-model or MLP attack run under ``root``
+    whose training run is found (the key: :data:`KEY`, read from the training run; the MLP's
+    granule is ``mlp`` and its width the hidden layer's size)."""
     from analysis.runs import is_attack_run, load_run, resolve_source_run, select_runs
 
     for run in select_runs(root):
-        if not is_attack_run(run) or run["config"].get("model_kind") != "rate":
+        kind = run["config"].get("model_kind")
+        if not is_attack_run(run) or kind not in ("rate", "mlp"):
             continue
         src = resolve_source_run(run, root)
         if src is None:
@@ -52,9 +66,12 @@ def _attack_runs(root: str | Path):
             continue
         train = load_run(src)
         model, tcfg = train["config"]["model"], train["config"]["train"]
-        key = {"granule": model["granule"], "width": int(model["width"]),
-               "k": int(model["k"]) if model["granule"] != "fc" else 0, "ltd": model["ltd"],
-               "batch_size": int(tcfg["batch_size"]), "seed": int(train["meta"]["seed"])}
+        if kind == "mlp":  # the paper's MLP baseline: its hidden layer in the width column
+            key = {"granule": "mlp", "width": int(model["hidden"]), "k": 0, "ltd": "none"}
+        else:
+            key = {"granule": model["granule"], "width": int(model["width"]),
+                   "k": int(model["k"]) if model["granule"] != "fc" else 0, "ltd": model["ltd"]}
+        key.update(batch_size=int(tcfg["batch_size"]), seed=int(train["meta"]["seed"]))
         yield run, key, Path(src).name, train["metrics"]
 
 
@@ -73,12 +90,14 @@ def collect(root: str | Path) -> list[dict]:
             **{k: m.get(k) for k in READOUT if not k.startswith("pgd_")},
             "pgd_ce_eps0.1": m.get("robust_acc_pgd_ce_eps0.1"),
             "pgd_margin_eps0.1": m.get("robust_acc_pgd_margin_eps0.1"),
+            "pgd_mse_eps0.3": m.get("robust_acc_pgd_mse_eps0.3"),
+            "strong_eps0.3": m.get("robust_acc_strong_eps0.3"),
             "train_wall_s": train_metrics.get("train_wall_s"),
             **{k: m.get(k) for k in COST if k != "train_wall_s"},
             "checks_passed": bool(m.get("checks_passed")),
             "train_run": train_name, "attack_run": Path(run["path"]).name,
         })
-        for k in METRICS + READOUT + COST:  # a metric the run did not record (e.g. no strong evaluation)
+        for k in METRICS + READOUT + COST + EPS03:  # a metric the run did not record (e.g. no strong evaluation)
             if not isinstance(rows[-1][k], (int, float)):
                 rows[-1][k] = float("nan")
     return rows
@@ -112,14 +131,14 @@ def read_table(path: str | Path) -> list[dict]:
     out = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(READOUT) - set(COST) - set(reader.fieldnames or [])
+        missing = set(COLUMNS) - set(READOUT) - set(COST) - set(EPS03) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path} is not a replication table (missing columns: {', '.join(sorted(missing))})")
         for r in reader:
             row = dict(r)
             for k in ("width", "k", "batch_size", "seed"):
                 row[k] = int(row[k])
-            for k in METRICS + READOUT + COST:
+            for k in METRICS + READOUT + COST + EPS03:
                 v = row.get(k)
                 row[k] = float(v) if v not in (None, "", "None", "nan") else float("nan")
             row["checks_passed"] = row["checks_passed"] == "True"
@@ -166,16 +185,56 @@ def _pct(values: list[float]) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
 
 
-def render(rows: list[dict], traces: list[dict] | None = None) -> str:
-    """The Markdown document: one line per configuration (mean ± SD over seeds)."""
+# The seed paper's four models and its MLP baseline (its Table of models; studies/paper_four_models.yaml)
+FOUR_MODELS = (("Base", {"granule": "fc", "width": 5970, "ltd": "none"}),
+               ("Base+LTD", {"granule": "fc", "width": 5970, "ltd": "ma"}),
+               ("Base+RC", {"granule": "random", "k": 4, "width": 200000, "ltd": "none"}),
+               ("Cerebellum", {"granule": "random", "k": 4, "width": 200000, "ltd": "ma"}),
+               ("MLP", {"granule": "mlp"}))
+
+
+def model_name(row: dict) -> str | None:
+    """The paper's name of ``row``'s model (Base, Base+LTD, Base+RC, Cerebellum, MLP), or None."""
+    for name, sel in FOUR_MODELS:
+        if all(row.get(k) == v for k, v in sel.items()):
+            return name
+    return None
+
+
+def _is_sparse(r: dict) -> bool:
+    """A row of the sparseness sweep: random fan-in K with LTD (not one of the four named models'
+    K = 4 without LTD)."""
+    return r["granule"] in ("random", "local") and r["ltd"] == "ma"
+
+
+_HEAD = ("| seeds | clean | FGSM-MSE | {paper} | MSE-PGD | strong | worst | checks passed |",
+         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+
+def _cells(rs: list[dict], paper: str) -> str:
+    return (f"| {len(rs)} | {_pct([r['clean_accuracy'] for r in rs])} | {_pct([r['fgsm_mse_eps0.1'] for r in rs])} "
+            f"| {paper} | {_pct([r['pgd_mse_eps0.1'] for r in rs])} | {_pct([r['strong_eps0.1'] for r in rs])} "
+            f"| {_pct([r['worst_eps0.1'] for r in rs])} | {sum(r['checks_passed'] for r in rs)} / {len(rs)} |")
+
+
+def _grouped(rows: list[dict]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["granule"], r["width"], r["k"], r["ltd"], r["batch_size"]), []).append(r)
+    return groups
+
+
+def render(rows: list[dict], traces: list[dict] | None = None) -> str:
+    """The Markdown document: one line per configuration (mean ± SD over seeds), in three tables:
+    the width sweep (dense granule layer), the sparseness sweep and the four models with the MLP."""
+    dense = [r for r in rows if r["granule"] == "fc"]
+    sparse = [r for r in rows if _is_sparse(r)]
+    named = [r for r in rows if model_name(r)]
     lines = [
         "# Replication of Yuezhang, Li & Chen (2021) under its own protocol",
         "",
-        "Generated by `cereb report --replication ROOT` from the rate-model attack runs under ROOT and the",
-        "rows of `docs/replication_runs.csv` that no new run replaces; do not edit by hand.",
+        "Generated by `cereb report --replication ROOT` from the rate-model and MLP attack runs under ROOT",
+        "and the rows of `docs/replication_runs.csv` that no new run replaces; do not edit by hand.",
         "",
         "Protocol: MNIST, trained on 8,000 of the 10,000 test images held here (the paper: 60,000",
         "training images) and attacked on 1,000 of the other 2,000; readout trained with RMSprop at",
@@ -185,23 +244,65 @@ def render(rows: list[dict], traces: list[dict] | None = None) -> str:
         "restarts) and the per-image worst case over all attacks. Robust accuracy in %, mean ± SD over",
         "seeds (n seeds).",
         "",
+        "## Width (`studies/paper_width.yaml`)",
+        "",
         f"The paper's MSE-PGD at eps 0.1: {PAPER_PGD_TEXT}.",
         "",
-        "| granule | width | K | LTD | batch | seeds | clean | FGSM-MSE | paper FGSM-MSE (no LTD) | "
-        "MSE-PGD | strong | worst | checks passed |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| width | LTD | batch " + _HEAD[0].format(paper="paper FGSM-MSE (no LTD)"),
+        "| ---: | --- | ---: " + _HEAD[1],
     ]
-    for (granule, width, k, ltd, bs), rs in sorted(groups.items()):
-        paper = PAPER_FGSM_MSE_EPS01.get(width) if (granule, ltd) == ("fc", "none") else None
-        lines.append(
-            f"| {granule} | {width:,} | {k or '-'} | {ltd} | {bs} | {len(rs)} | {_pct([r['clean_accuracy'] for r in rs])} "
-            f"| {_pct([r['fgsm_mse_eps0.1'] for r in rs])} | {paper if paper is not None else '-'} "
-            f"| {_pct([r['pgd_mse_eps0.1'] for r in rs])} | {_pct([r['strong_eps0.1'] for r in rs])} "
-            f"| {_pct([r['worst_eps0.1'] for r in rs])} | {sum(r['checks_passed'] for r in rs)} / {len(rs)} |")
+    for (granule, width, k, ltd, bs), rs in sorted(_grouped(dense).items()):
+        paper = PAPER_FGSM_MSE_EPS01.get(width) if ltd == "none" else None
+        lines.append(f"| {width:,} | {ltd} | {bs} " + _cells(rs, "-" if paper is None else f"{paper}"))
     lines += ["", "![Robust accuracy against width](replication_width.png)", "",
               "Robust accuracy at eps 0.1 against width (dense granule layer; mean and SD over seeds; the",
               "paper's FGSM-MSE points without LTD as crosses). Left: the paper's protocol (batch size 1);",
               "right: the mini-batch comparison (batch size 16).", ""]
+    lines += ["## Sparse connectivity (`studies/paper_sparseness.yaml`)", ""]
+    if sparse:
+        lines += ["Random granule connectivity of fan-in K with the running-mean LTD, at width 4.8e6 / (K + 20)",
+                  "(the paper's sweep: granule-layer synapses plus readout weights held roughly constant). The",
+                  "paper's columns are its code's final notebook outputs (`notebook/plot.ipynb`, mean of 2 seeds,",
+                  "60,000 training images): best test accuracy and MSE-PGD at eps 0.1.", "",
+                  "| K | width | batch | seeds | clean | paper clean | FGSM-MSE | MSE-PGD | paper MSE-PGD | strong "
+                  "| worst | checks passed |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for (granule, width, k, ltd, bs), rs in sorted(_grouped(sparse).items(), key=lambda kv: (kv[0][4], kv[0][2])):
+            pc, pp = PAPER_SPARSE.get(k, ("-", "-")) if bs == 1 else ("-", "-")
+            lines.append(f"| {k} | {width:,} | {bs} | {len(rs)} | {_pct([r['clean_accuracy'] for r in rs])} | {pc} "
+                         f"| {_pct([r['fgsm_mse_eps0.1'] for r in rs])} | {_pct([r['pgd_mse_eps0.1'] for r in rs])} "
+                         f"| {pp} | {_pct([r['strong_eps0.1'] for r in rs])} | {_pct([r['worst_eps0.1'] for r in rs])} "
+                         f"| {sum(r['checks_passed'] for r in rs)} / {len(rs)} |")
+        lines += ["", "![Robust accuracy against K](replication_sparseness.png)", "",
+                  "Accuracy at eps 0.1 against the fan-in K (batch size 1; mean and SD over seeds; the paper's",
+                  "MSE-PGD points as crosses).", ""]
+    else:
+        lines += ["Not run yet.", ""]
+    lines += ["## The four models and the MLP (`studies/paper_four_models.yaml`)", ""]
+    if named:
+        lines += ["Base: dense granule layer of 5,970 cells; +LTD: the running-mean subtraction; +RC: random",
+                  "connectivity K = 4 at 200,000 cells; Cerebellum: both; MLP: one hidden layer of 50 units",
+                  "trained end to end (learning rate 1e-3). The paper's columns: best test accuracy and MSE-PGD",
+                  "at eps 0.3 from its code's final notebook (mean of 2 seeds). Its baseline there",
+                  "(`plain_none_50`, labelled CNN, 99.25% test accuracy) is not this MLP and is left out.", "",
+                  "| model | batch | seeds | clean | paper clean | FGSM-MSE | MSE-PGD | strong | worst "
+                  "| MSE-PGD eps 0.3 | paper MSE-PGD eps 0.3 | strong eps 0.3 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        order = {name: i for i, (name, _) in enumerate(FOUR_MODELS)}
+        by: dict[tuple, list[dict]] = {}
+        for r in named:
+            by.setdefault((r["batch_size"], order[model_name(r)]), []).append(r)
+        for (bs, i), rs in sorted(by.items()):
+            name = FOUR_MODELS[i][0]
+            pc, pp = PAPER_FOUR.get(name, ("-", "-")) if bs == 1 else ("-", "-")
+            lines.append(f"| {name} | {bs} | {len(rs)} | {_pct([r['clean_accuracy'] for r in rs])} | {pc} "
+                         f"| {_pct([r['fgsm_mse_eps0.1'] for r in rs])} | {_pct([r['pgd_mse_eps0.1'] for r in rs])} "
+                         f"| {_pct([r['strong_eps0.1'] for r in rs])} | {_pct([r['worst_eps0.1'] for r in rs])} "
+                         f"| {_pct([r.get('pgd_mse_eps0.3', float('nan')) for r in rs])} | {pp} "
+                         f"| {_pct([r.get('strong_eps0.3', float('nan')) for r in rs])} |")
+        lines.append("")
+    else:
+        lines += ["Not run yet.", ""]
     lines += _explanation(rows, traces or [])
     lines += _claims(rows)
     lines += _cost(rows)
@@ -320,9 +421,43 @@ def _claims(rows: list[dict]) -> list[str]:
             f"{100 * min(strong):.1f}-{100 * max(strong):.1f}% at eps 0.1, with and without LTD, at every width; the",
             "gain the paper's attacks show is the MSE loss failing on these readouts (see the evidence above).",
             "So the paper's overall conclusion, that width and LTD bring no significant robustness, holds,",
-            "and holds more strongly than its own attacks show."
-            + ("" if any(r["granule"] != "fc" for r in rows) else
-               " The sparse-connectivity and four-model studies are not in this table yet.")]
+            "and holds more strongly than its own attacks show."] + _claims_sparse_and_models(rows)
+
+
+def _claims_sparse_and_models(rows: list[dict]) -> list[str]:
+    """Claims (4) and (5): the sparseness sweep and the four models (batch size 1), from the table;
+    a study not run yet is said to be missing."""
+    def at(rs, metric):
+        v = [r[metric] for r in rs if r[metric] == r[metric]]
+        return f"{100 * np.mean(v):.1f}%" if v else "-"
+
+    out = []
+    sparse = [r for r in rows if _is_sparse(r) and r["batch_size"] == 1]
+    ks = sorted({r["k"] for r in sparse})
+    if len(ks) >= 2:
+        by_k = {k: [r for r in sparse if r["k"] == k] for k in ks}
+        desc = "; ".join(f"{label} {at(by_k[ks[-1]], m)} at K = {ks[-1]} and {at(by_k[ks[0]], m)} at K = {ks[0]}"
+                         for m, label in (("fgsm_mse_eps0.1", "FGSM-MSE"), ("pgd_mse_eps0.1", "MSE-PGD"),
+                                          ("strong_eps0.1", "strong")))
+        paper = (f" (the paper's MSE-PGD: {PAPER_SPARSE[ks[-1]][1]}% and {PAPER_SPARSE[ks[0]][1]}%)"
+                 if ks[0] in PAPER_SPARSE and ks[-1] in PAPER_SPARSE else "")
+        out.append(f"(4) *Sparse connectivity* (K run so far: {', '.join(map(str, ks))}; with LTD, batch size 1): "
+                   f"{desc}{paper}.")
+    else:
+        out.append("(4) The sparse-connectivity sweep is not in this table yet.")
+    named = {}
+    for r in rows:
+        if model_name(r) and r["batch_size"] == 1:
+            named.setdefault(model_name(r), []).append(r)
+    if named:
+        out.append("(5) *The four models and the MLP* (batch size 1; FGSM-MSE / MSE-PGD / strong at eps 0.1): "
+                   + "; ".join(f"{name} {at(named[name], 'fgsm_mse_eps0.1')} / {at(named[name], 'pgd_mse_eps0.1')} / "
+                               f"{at(named[name], 'strong_eps0.1')}" for name, _ in FOUR_MODELS if name in named)
+                   + ("." if len(named) == len(FOUR_MODELS) else
+                      f" (not run yet: {', '.join(n for n, _ in FOUR_MODELS if n not in named)})."))
+    else:
+        out.append("(5) The four-model comparison is not in this table yet.")
+    return out
 
 
 def _cost(rows: list[dict]) -> list[str]:
@@ -395,6 +530,37 @@ def plot_width(rows: list[dict], path: str | Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_sparseness(rows: list[dict], path: str | Path) -> Path | None:
+    """``replication_sparseness.png``: clean and robust accuracy (%) at eps 0.1 against the fan-in K
+    of the sparseness sweep (batch size 1, LTD), mean and SD over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [r for r in rows if _is_sparse(r) and r["batch_size"] == 1]
+    ks = sorted({r["k"] for r in sel})
+    if not ks:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for metric, label, colour in (("clean_accuracy", "clean", "k"), *((m, lab, c) for (m, lab), c in
+                                  zip(ATTACKS, ("tab:blue", "tab:orange", "tab:red")))):
+        vals = [[r[metric] * 100 for r in sel if r["k"] == k and r[metric] == r[metric]] for k in ks]
+        mean = [np.mean(v) if v else np.nan for v in vals]
+        sd = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
+        ax.errorbar(ks, mean, yerr=sd, marker="o", ms=3, capsize=2, color=colour, label=label)
+    pk = sorted(PAPER_SPARSE)
+    ax.plot(pk, [PAPER_SPARSE[k][1] for k in pk], "x", color="tab:orange", ms=7, label="paper MSE-PGD")
+    ax.set_xscale("log")
+    ax.set_xlabel("mossy-fibre inputs per granule cell (K); width 4.8e6 / (K + 20)")
+    ax.set_ylabel("accuracy at eps 0.1 (%)")
+    ax.set_title("sparseness sweep, LTD, batch size 1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path):
     from analysis.figures import _save as save_png  # the project's atomic PNG writer
 
@@ -453,7 +619,7 @@ def plot_traces(traces: list[dict], path: str | Path) -> Path | None:
 
 def write(rows: list[dict], docs: str | Path, traces: list[dict] | None = None) -> tuple[Path, Path]:
     """Write ``docs/replication_runs.csv``, ``docs/replication_traces.csv``, the figures
-    (``replication_width.png``, ``replication_pgd.png``) and ``docs/replication.md``; returns the
+    (``replication_width.png``, ``replication_sparseness.png``, ``replication_pgd.png``) and ``docs/replication.md``; returns the
     table's and the document's paths."""
     from core.runs import write_csv
 
@@ -466,6 +632,7 @@ def write(rows: list[dict], docs: str | Path, traces: list[dict] | None = None) 
         write_csv(docs / "replication_traces.csv", traces, list(TRACE_COLUMNS))
         plot_traces(traces, docs / "replication_pgd.png")
     plot_width(rows, docs / "replication_width.png")
+    plot_sparseness(rows, docs / "replication_sparseness.png")
     md = docs / "replication.md"
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text(render(rows, traces))

@@ -11,6 +11,7 @@ workers given the same job never both compute it (:mod:`core.runs` claims), and 
 """
 from __future__ import annotations
 
+import csv
 import itertools
 import logging
 import os
@@ -248,20 +249,32 @@ def train_config_hash(job: Mapping) -> str:
 
 
 def committed_jobs(study: dict, table: str | Path) -> list[dict]:
-    """The jobs of ``study`` that a committed findings table (``docs/findings_runs.csv``, written by
-    ``cereb report ROOT --findings``) already holds: a row of the same model kind, training
-    configuration hash and seed, with an attack run on as many images as the study attacks.
+    """The jobs of ``study`` that a committed table already holds.
+
+    Two tables are read: a findings table (``docs/findings_runs.csv``, written by ``cereb report
+    ROOT --findings``) holds a job when a row has the same model kind, training configuration hash
+    and seed, with an attack run on as many images as the study attacks; a replication table
+    (``docs/replication_runs.csv``, ``cereb report ROOT --replication``) holds a rate-model or MLP
+    job when a row's training run carries the job's configuration hash and seed (its attack runs
+    are the paper studies' evaluation on 1,000 images; the table does not record the number).
 
     A study spread over sessions on fresh machines (``results/`` is not kept) skips them instead
-    of redoing them; ``cereb report --findings`` merges the new runs into that table."""
+    of redoing them; ``cereb report`` merges the new runs into that table."""
+    path = Path(table)
+    if not path.is_file():
+        raise CerebError(f"--skip-committed: no committed table at {path}")
+    with open(path, newline="") as fh:
+        header = set(next(csv.reader(fh), []))
+    if "config_hash" not in header and {"granule", "train_run"} <= header:  # a findings table names the hash
+        return _replication_held(study, path)
     from analysis.findings import read_runs
     from core.config import resolve
     from tasks import TaskConfig, load_task
 
-    path = Path(table)
-    if not path.is_file():
-        raise CerebError(f"--skip-committed: no findings table at {path}")
-    rows = read_runs(path)
+    try:
+        rows = read_runs(path)
+    except ValueError as exc:
+        raise CerebError(f"--skip-committed: {exc} (nor a replication table)") from None
     held = {}
     for r in rows:
         if r.get("attack_run") not in (None, ""):
@@ -283,6 +296,24 @@ def committed_jobs(study: dict, table: str | Path) -> list[dict]:
                 continue  # attacked on another number of images: not this study's evaluation
         out.append(job)
     return out
+
+
+def _replication_held(study: dict, path: Path) -> list[dict]:
+    """The rate/MLP jobs of ``study`` whose training hash and seed a replication table's
+    ``train_run`` names (``<stamp>_<hash>_s<seed>``) with an attack run beside it."""
+    from analysis.replication import read_table
+
+    try:
+        rows = read_table(path)
+    except (ValueError, KeyError) as exc:
+        raise CerebError(f"--skip-committed: {exc}") from None
+    held = set()
+    for r in rows:
+        parts = str(r.get("train_run") or "").rsplit("_", 2)
+        if len(parts) == 3 and parts[2] == f"s{r['seed']}" and str(r.get("attack_run") or ""):
+            held.add((parts[1], int(r["seed"])))
+    return [job for job in study["jobs"]
+            if job["model_kind"] in ("rate", "mlp") and (train_config_hash(job), int(job["seed"])) in held]
 
 
 # ----------------------------------------------------------------------------- one job

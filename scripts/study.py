@@ -52,9 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="recompute every run even if a completed one exists")
     p.add_argument("--dry-run", action="store_true", help="list the jobs (numbered for --job) and exit")
     p.add_argument("--skip-committed", metavar="TABLE",
-                   help="do not run the jobs that a committed findings table (docs/findings_runs.csv, from "
-                        "'cereb report ROOT --findings') already holds, with the same model, training configuration "
-                        "hash, seed and number of attacked images: a study spread over sessions on fresh machines")
+                   help="do not run the jobs that a committed table already holds: docs/findings_runs.csv (from "
+                        "'cereb report ROOT --findings'; same model, training configuration hash, seed and number "
+                        "of attacked images) or docs/replication_runs.csv ('cereb report ROOT --replication'; same "
+                        "training configuration hash and seed): a study spread over sessions on fresh machines")
     p.add_argument("--job", type=int, metavar="I",
                    help="run only job I of --dry-run's list (train + attack) and exit: one task of a cluster array "
                         "job; a later run without --job reuses the finished runs and writes study.csv")

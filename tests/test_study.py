@@ -358,7 +358,7 @@ def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_r
     assert new["clean_accuracy"] == pytest.approx(metrics["clean_accuracy"])
     assert new["pgd_mse_eps0.1"] == pytest.approx(metrics["robust_acc_pgd_mse_eps0.1"])
     text = (docs / "replication.md").read_text()
-    assert "| fc | 200 | - | none | 16 | 1 |" in text and "| fc | 1,000 | - | ma | 1 | 1 | 90.0 | 50.0 |" in text
+    assert "| 200 | none | 16 | 1 |" in text and "| 1,000 | ma | 1 | 1 | 90.0 | 50.0 |" in text
     png = docs / "replication_width.png"  # the figure the document shows, with a panel per batch size
     assert "(replication_width.png)" in text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -373,6 +373,72 @@ def test_replication_table_collects_attack_runs_and_keeps_earlier_rows(trained_r
     assert main(["report", str(root), "--replication", "--docs", str(docs)]) == 2
     assert "not a replication table" in one_line_error(capsys.readouterr().err)
     assert (docs / "replication_runs.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp_path):
+    """The sparseness sweep (random K with LTD) and the four models with the MLP get their own tables
+    beside the paper's notebook numbers, sorted by K and in the paper's order; claims (4) and (5) read
+    their numbers from the rows; a table written before the eps-0.3 columns existed still reads."""
+    from analysis import replication
+
+    def row(seed=0, **kw):
+        r = {"granule": "fc", "width": 5970, "k": 0, "ltd": "none", "batch_size": 1, "seed": seed,
+             "clean_accuracy": 0.95, "fgsm_mse_eps0.1": 0.3, "pgd_mse_eps0.1": 0.1, "strong_eps0.1": 0.01,
+             "worst_eps0.1": 0.0, "pgd_mse_eps0.3": 0.02, "strong_eps0.3": 0.0, "checks_passed": True,
+             "train_run": "t", "attack_run": "a"}
+        r.update(kw)
+        return r
+
+    rows = [row(), row(seed=1, **{"fgsm_mse_eps0.1": 0.5}),
+            row(ltd="ma", **{"pgd_mse_eps0.3": 0.25}),
+            row(granule="random", k=4, width=200000, ltd="ma", **{"pgd_mse_eps0.1": 0.9}),
+            row(granule="random", k=1, width=228571, ltd="ma", clean_accuracy=0.8, **{"pgd_mse_eps0.1": 0.4}),
+            row(granule="random", k=784, width=5970, ltd="ma", **{"pgd_mse_eps0.1": 0.7}),
+            row(granule="mlp", width=50, clean_accuracy=0.97)]
+    docs = tmp_path / "docs"
+    replication.write(rows, docs, [])
+    text = replication.render(replication.read_table(docs / "replication_runs.csv"), [])
+    sparse = text[text.index("## Sparse connectivity"):text.index("## The four models")]
+    k_rows = [line for line in sparse.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(" | ")[0] for line in k_rows] == ["| 1", "| 4", "| 784"]  # by K
+    assert k_rows[0] == "| 1 | 228,571 | 1 | 1 | 80.0 | 84.88 | 30.0 | 40.0 | 55.62 | 1.0 | 0.0 | 1 / 1 |"
+    four = text[text.index("## The four models"):text.index("## Evidence")]
+    names = [line.split(" | ")[0][2:] for line in four.splitlines() if line.startswith("| ") and "---" not in line]
+    assert names == ["model", "Base", "Base+LTD", "Cerebellum", "MLP"]
+    assert "| Base | 1 | 2 | 95.0 ± 0.0 | 96.6 | 40.0 ± 14.1 | 10.0 ± 0.0 |" in four
+    assert "| Base+LTD | 1 | 1 | 95.0 | 96.93 | 30.0 | 10.0 | 1.0 | 0.0 | 25.0 | 24.585 | 0.0 |" in four
+    assert "| MLP | 1 | 1 | 97.0 | - |" in four  # the paper's baseline is another model
+    assert "MSE-PGD 70.0% at K = 784 and 40.0% at K = 1" in text and "(the paper's MSE-PGD: 83.65% and 55.62%)" in text
+    assert "Cerebellum 30.0% / 90.0% / 1.0%" in text and "(not run yet: Base+RC)" in text
+    assert (docs / "replication_sparseness.png").read_bytes()[:4] == b"\x89PNG"
+    # an earlier table without the eps-0.3 columns
+    with open(docs / "replication_runs.csv") as fh:
+        lines = fh.read().splitlines()
+    header = lines[0].split(",")
+    drop = [header.index(c) for c in replication.EPS03]
+    (docs / "old.csv").write_text("\n".join(",".join(v for i, v in enumerate(line.split(",")) if i not in drop)
+                                            for line in lines) + "\n")
+    old = replication.read_table(docs / "old.csv")
+    assert len(old) == len(rows) and all(r["pgd_mse_eps0.3"] != r["pgd_mse_eps0.3"] for r in old)  # NaN
+    # nothing of either study yet
+    text = replication.render([row(width=1000)], [])
+    assert text.count("Not run yet.") == 2 and "(4) The sparse-connectivity sweep is not in this table yet." in text
+
+
+def test_replication_collects_the_mlp_baseline(tmp_path):
+    """An MLP attack run becomes a replication row: granule ``mlp``, its hidden layer as the width."""
+    from analysis import replication
+
+    assert main(["train", "-q", "--model", "mlp", "--task", "digits", "--set", "model.hidden=12",
+                 "--set", "train.epochs=1", "--out", str(tmp_path)]) == 0
+    (run,) = find_runs(tmp_path, "mlp")
+    res = cereb("attack", "-q", "--run", str(run), "--n", "20", "--out", str(tmp_path), *FAST)
+    assert res.returncode == 0, res.stderr
+    (row,) = replication.collect(tmp_path)
+    assert (row["granule"], row["width"], row["k"], row["ltd"], row["batch_size"]) == ("mlp", 12, 0, "none", 16)
+    assert replication.model_name({**row, "width": 50}) == "MLP" and row["train_run"] == run.name
+    metrics = json.loads(next(p for p in tmp_path.rglob("metrics.json") if "attack-mlp" in str(p)).read_text())
+    assert row["pgd_mse_eps0.3"] == pytest.approx(metrics["robust_acc_pgd_mse_eps0.3"])
 
 
 def test_replication_evidence_tables_and_figures_come_from_the_committed_traces(tmp_path):
@@ -599,4 +665,48 @@ def test_jobs_held_by_a_committed_findings_table_are_not_run_again(tmp_path, cap
     assert trained == {60, 90}
 
     assert main(["study", "-q", str(f), "--out", str(out_dir), "--skip-committed", str(tmp_path / "nope.csv")]) == 2
-    assert "no findings table at" in one_line_error(capsys.readouterr().err)
+    assert "no committed table at" in one_line_error(capsys.readouterr().err)
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")  # neither table: one line, not a traceback
+    assert main(["study", "-q", str(f), "--out", str(out_dir), "--dry-run", "--skip-committed",
+                 str(tmp_path / "other.csv")]) == 2
+    assert "is not a findings table" in one_line_error(capsys.readouterr().err)
+
+
+def test_jobs_held_by_a_committed_replication_table_are_not_run_again(tmp_path, capsys):
+    """``--skip-committed docs/replication_runs.csv``: a rate or MLP job whose training hash and
+    seed a row's ``train_run`` names (with an attack run) is held; another seed, a row without an
+    attack run, or another configuration is not."""
+    from analysis import replication
+    from core.runs import write_csv
+    from core.study import committed_jobs, train_config_hash
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text("name: tiny\nseeds: [0]\nbase:\n  task.name: digits\nvariants:\n"
+                 "  - {label: LTD width=60, model.width: 60, model.ltd: ma}\n"
+                 "  - {label: LTD width=90, model.width: 90, model.ltd: ma}\n"
+                 "  - {label: ltd=none width=90, model.width: 90, model.ltd: none}\n"
+                 "  - {label: plain, model.width: 70}\n"
+                 "  - {label: MLP, model_kind: mlp}\nattack:\n  n: 20\n")
+    study = load_study(f)
+    by_label = {j["label"]: j for j in study["jobs"]}
+    held, mlp, bare = by_label["LTD width=60"], by_label["MLP"], by_label["ltd=none width=90"]
+
+    def row(job, seed, attack_run="20261207-000000_abc_s0"):
+        r = {c: "nan" for c in replication.COLUMNS}
+        r.update(granule="fc", width=1, k=0, ltd="ma", batch_size=1, seed=seed, checks_passed="True",
+                 train_run=f"20261207-000000_{train_config_hash(job)}_s{seed}", attack_run=attack_run)
+        return r
+
+    table = tmp_path / "replication_runs.csv"
+    write_csv(table, [row(held, 0), row(mlp, 0), row(bare, 0, attack_run=""),
+                      {**row(by_label["LTD width=90"], 0), "seed": 1}],  # the run's seed is not the row's
+              list(replication.COLUMNS))
+    assert sorted(j["label"] for j in committed_jobs(study, table)) == ["LTD width=60", "MLP"]
+    assert committed_jobs({**study, "jobs": [{**held, "seed": 1}]}, table) == []
+    assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
+                 str(table)]) == 0
+    assert "5 jobs, 2 held by" in capsys.readouterr().out
+    table.write_text("granule,train_run\nfc,x\n")  # a replication table without its columns
+    assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
+                 str(table)]) == 2
+    assert "not a replication table" in one_line_error(capsys.readouterr().err)
