@@ -290,6 +290,9 @@ def test_olive_simulation_reproduces_the_engine_and_adds_climbing_fibres(net, qu
         pred = eng.predict(x, slots=np.zeros(2, dtype=np.int64))
         start = eng.steady_state()
     olive = network.simulate_with_olive(cfg, conn, weights, x, y, noise_seed=5, start=start)
+    from models.spiking.brian import get_brian2
+
+    assert get_brian2().prefs.codegen.target == "cython"  # numpy for the olive only (no compile), then restored
     teach_ms = cfg.teach_delay_ms
     for q in range(2):
         # the training network (Brian2 Synapses everywhere) spikes exactly as the engine (compiled projections)
