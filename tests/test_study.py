@@ -699,7 +699,7 @@ def test_jobs_held_by_a_committed_replication_table_are_not_run_again(tmp_path, 
 
     table = tmp_path / "replication_runs.csv"
     write_csv(table, [row(held, 0), row(mlp, 0), row(bare, 0, attack_run=""),
-                      {**row(by_label["LTD width=90"], 0), "seed": 1}],  # the run's seed is not the row's
+                      {**row(by_label["LTD width=90"], 1), "seed": 0}],  # the run's seed (s1) is not the row's
               list(replication.COLUMNS))
     assert sorted(j["label"] for j in committed_jobs(study, table)) == ["LTD width=60", "MLP"]
     assert committed_jobs({**study, "jobs": [{**held, "seed": 1}]}, table) == []
