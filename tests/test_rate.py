@@ -183,6 +183,42 @@ def test_input_gradients_match_finite_differences(name):
     assert float(grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("k,ltd,bias", [(1, "ma", True), (3, "none", False), (3, "ma", False)])
+def test_blocked_evaluation_of_a_gather_layer_equals_the_unblocked_one(monkeypatch, k, ltd, bias):
+    """In evaluation mode a small-K gather layer runs block by block over the granule cells
+    (models.rate._BlockedGatherHead); outputs and the gradients of the input, the readout weights
+    and the bias equal those of granule -> running mean -> readout in one piece, over ragged blocks."""
+    import models.rate as rate
+
+    monkeypatch.setattr(rate, "GATHER_BLOCK", 7)  # 60 cells: 8 blocks of 7 and one of 4
+    model = RateModel(RateConfig(granule="random", width=60, k=k, ltd=ltd, bias=bias), 784, 10, gen(5)).double().eval()
+    if model.ma is not None:
+        model.ma.copy_(torch.rand(60, dtype=torch.float64) * 0.3)
+    x = torch.rand(5, 784, dtype=torch.float64)
+    w = torch.randn(5, 10, dtype=torch.float64)
+
+    def grads(f):
+        model.zero_grad()
+        xr = x.clone().requires_grad_()
+        y = f(xr)
+        (y * w).sum().backward()
+        return [y.detach(), xr.grad] + [p.grad.clone() for p in model.readout.parameters()]
+
+    blocked = grads(model)
+    whole = grads(lambda v: model.head(model.granule(v)))
+    assert len(blocked) == 3 + bias
+    for a, b in zip(blocked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert float(blocked[1].abs().sum()) > 0
+    with torch.no_grad():  # no graph: the same outputs
+        torch.testing.assert_close(model(x), whole[0], rtol=1e-12, atol=1e-12)
+    model.train()  # training never takes the blocked path (the running mean moves there)
+    calls = []
+    monkeypatch.setattr(rate._BlockedGatherHead, "apply", lambda *a: calls.append(1))
+    model(x)
+    assert not calls
+
+
 # ----------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def digits():
