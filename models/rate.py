@@ -369,7 +369,7 @@ class _BlockedGatherHead(torch.autograd.Function):
         y = yT.T
         if shift is not None:
             y = y - weight @ shift
-        return y + bias if bias is not None else y.contiguous()
+        return (y + bias if bias is not None else y).contiguous()
 
     @staticmethod
     def backward(ctx, gy):

@@ -61,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "job; a later run without --job reuses the finished runs and writes study.csv")
 
 
+# a training configuration's hash covers task.data_dir as spelled (--data-dir, CEREB_DATA), so a
+# committed run made with another spelling of the same directory does not hold its job
+_NONE_HELD = ("no job is held by {table}: none of its runs has a job's training configuration and seed "
+              "(task.data_dir counts as spelled: give the --data-dir its runs were made with)")
+
+
 def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None or v == "" else format(v, spec)
 
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             mark = "  (committed: not run)" if (job["label"], job["seed"]) in held else ""
             print(f"{i:>4}  {job['model_kind']:<7} seed {job['seed']}  {job['label']}{mark}")
         print(f"{len(study['jobs'])} jobs" + (f", {len(held)} held by {args.skip_committed}" if held else ""))
+        if args.skip_committed and not held:
+            print(_NONE_HELD.format(table=args.skip_committed))
         _print_cost(study, [j for j in ordered if (j["label"], j["seed"]) not in held])
         return 0
     if args.job is not None:
@@ -117,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     skip = committed_jobs(study, args.skip_committed) if args.skip_committed else []
     if skip:
         print(f"{len(skip)} of {len(study['jobs'])} jobs are held by {args.skip_committed}: not run")
+    elif args.skip_committed:
+        print(_NONE_HELD.format(table=args.skip_committed))
     srun, summaries = run_study(study, jobs=args.jobs, out=args.out, force=args.force,
                                 progress=not getattr(args, "quiet", False), argv=sys.argv,
                                 executor=args.executor, scheduler=args.scheduler, skip=skip)

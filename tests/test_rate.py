@@ -212,6 +212,13 @@ def test_blocked_evaluation_of_a_gather_layer_equals_the_unblocked_one(monkeypat
     assert float(blocked[1].abs().sum()) > 0
     with torch.no_grad():  # no graph: the same outputs
         torch.testing.assert_close(model(x), whole[0], rtol=1e-12, atol=1e-12)
+    # what an attack does: float32, frozen parameters, the gradient of the input alone
+    model32 = RateModel(RateConfig(granule="random", width=60, k=k, ltd=ltd, bias=bias), 784, 10, gen(5)).eval()
+    model32.load_state_dict({k_: v.float() for k_, v in model.state_dict().items()})
+    model32.requires_grad_(False)
+    xr = x.float().requires_grad_()
+    (g_blocked,) = torch.autograd.grad((model32(xr) * w.float()).sum(), xr)
+    torch.testing.assert_close(g_blocked.double(), whole[1], rtol=1e-5, atol=1e-6)
     model.train()  # training never takes the blocked path (the running mean moves there)
     calls = []
     monkeypatch.setattr(rate._BlockedGatherHead, "apply", lambda *a: calls.append(1))

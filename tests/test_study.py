@@ -420,6 +420,12 @@ def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp
                                             for line in lines) + "\n")
     old = replication.read_table(docs / "old.csv")
     assert len(old) == len(rows) and all(r["pgd_mse_eps0.3"] != r["pgd_mse_eps0.3"] for r in old)  # NaN
+    # claim (3) speaks of the dense layer only: a robust MLP row does not widen its range
+    text = replication.render(rows + [row(granule="mlp", width=50, seed=1, **{"strong_eps0.1": 0.9})], [])
+    assert "every model run is at 1.0-1.0% at eps 0.1" in text
+    # the sweeps without the dense width sweep keep claims (4) and (5)
+    text = replication.render([r for r in rows if r["granule"] != "fc"], [])
+    assert "(1)-(3) The dense width sweep is not in this table yet." in text and "(4) *Sparse connectivity*" in text
     # nothing of either study yet
     text = replication.render([row(width=1000)], [])
     assert text.count("Not run yet.") == 2 and "(4) The sparse-connectivity sweep is not in this table yet." in text
@@ -706,6 +712,10 @@ def test_jobs_held_by_a_committed_replication_table_are_not_run_again(tmp_path, 
     assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
                  str(table)]) == 0
     assert "5 jobs, 2 held by" in capsys.readouterr().out
+    write_csv(table, [{**row(held, 0), "train_run": "20261207-000000_0123456789_s0"}], list(replication.COLUMNS))
+    assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
+                 str(table)]) == 0
+    assert "no job is held by" in capsys.readouterr().out  # said, not silent (e.g. another --data-dir spelling)
     table.write_text("granule,train_run\nfc,x\n")  # a replication table without its columns
     assert main(["study", "-q", str(f), "--out", str(tmp_path / "r"), "--dry-run", "--skip-committed",
                  str(table)]) == 2
