@@ -351,11 +351,12 @@ class _BlockedGatherHead(torch.autograd.Function):
 
     @staticmethod
     def _block(xT, index, gweight, s, e):
-        k, n = index.shape[1], xT.shape[1]
-        rows = xT.index_select(0, index[s:e].reshape(-1)).view(e - s, k, n)
-        if k == 1:
-            return rows[:, 0, :] * gweight[s:e]
-        return torch.bmm(gweight[s:e, None, :], rows)[:, 0, :]  # zT: (cells, n)
+        """``zT`` (cells s..e, n): one gathered input row per fan-in slot, accumulated in place (5x
+        faster than a batched matrix product at K = 2, 1.5x at K = 20, on this machine)."""
+        zT = xT.index_select(0, index[s:e, 0]) * gweight[s:e, 0:1]
+        for j in range(1, index.shape[1]):
+            zT.addcmul_(xT.index_select(0, index[s:e, j]), gweight[s:e, j:j + 1])
+        return zT
 
     @staticmethod
     def forward(ctx, x, index, gweight, weight, bias, shift):
@@ -378,7 +379,7 @@ class _BlockedGatherHead(torch.autograd.Function):
         xT, gyT = x.T.contiguous(), gy.T.contiguous()
         gxT = torch.zeros_like(xT) if need_x else None
         gw = torch.zeros_like(weight) if need_w else None
-        k, n = index.shape[1], x.shape[0]
+        k = index.shape[1]
         for s in range(0, index.shape[0], GATHER_BLOCK):
             e = min(index.shape[0], s + GATHER_BLOCK)
             zT = _BlockedGatherHead._block(xT, index, gweight, s, e)
@@ -389,8 +390,8 @@ class _BlockedGatherHead(torch.autograd.Function):
                 gw[:, s:e] = gyT @ hT.T
             if need_x:
                 gzT = (weight[:, s:e].T @ gyT).mul_(zT > 0)
-                g = gzT * gweight[s:e] if k == 1 else (gweight[s:e, :, None] * gzT[:, None, :]).view(-1, n)
-                gxT.index_add_(0, index[s:e].reshape(-1), g)
+                for j in range(k):
+                    gxT.index_add_(0, index[s:e, j], gzT * gweight[s:e, j:j + 1])
         return gxT.T if need_x else None, None, None, gw, (gy.sum(0) if need_b else None), None
 
 
