@@ -186,8 +186,11 @@ def job_cost(job: Mapping) -> float:
 #   query, the surrogate's gradient steps included (width 2,000: 653 s for 149,966 queries; width
 #   4,000: 1,318 s for 157,527; ~430 queries per image in the answer study's suite);
 # - rate attack: the MNIST width sweep's jobs, linear in width x inputs x images (width 20,000, 1,000
-#   images: 390 s), plus ~5 s of start-up; rate training under the paper's protocol: ~1.2e-11 s per
-#   weight and sample (width 200,000: 2-3 min on 8,000 images).
+#   images: 390 s), plus ~5 s of start-up; a small-K gather layer (16 K < inputs) is evaluated block
+#   by block instead (models.rate._BlockedGatherHead), linear in width x (K + 9) x images (7 Dec 2026,
+#   the other core busy: K = 1 at width 228,571, 1,000 images: 593 s; K = 2 at 218,182: 908 s); rate
+#   training under the paper's protocol: the batch-size-1 loop, ~2.4e-8 s per granule cell, sample
+#   and epoch (width 228,571, 8,000 images, 10 epochs: 415-470 s).
 _TASK_SIZE = {"digits": (1438, 359, 64)}
 
 
@@ -229,12 +232,15 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
         queries += len(a.get("decision", ("hsja-l2", "hsja-linf"))) * mq
         queries += len(a.get("decision_fresh", ("hsja-linf",))) * mq * reps
         return t_train, 60.0 + 2.0e-6 * width * n * queries
-    width = float(model.get("width", 5000 if job["model_kind"] == "rate" else 50))
-    t_train = 5.0 + 1.2e-11 * width * n_in * n_train * int(train.get("epochs", 10))
+    width = float(model.get("width" if job["model_kind"] == "rate" else "hidden", 5000 if job["model_kind"] == "rate" else 50))
+    t_train = 5.0 + 2.4e-8 * width * n_train * int(train.get("epochs", 10))
     if attack is None:
         return t_train, 0.0
     n = min(int(attack.get("n", 1000)), n_test)
-    return t_train, 5.0 + 2.5e-8 * width * n_in * n  # the granule layer is a dense matrix at every K
+    k = int(model.get("k", 4))
+    if job["model_kind"] == "rate" and model.get("granule", "fc") != "fc" and 16 * k < n_in:
+        return t_train, 5.0 + 3.2e-7 * width * (k + 9) * n  # the blocked gather path
+    return t_train, 5.0 + 2.5e-8 * width * n_in * n  # a dense granule matrix (fc, or K >= inputs / 16)
 
 
 def train_config_hash(job: Mapping) -> str:
