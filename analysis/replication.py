@@ -478,7 +478,9 @@ def _cost(rows: list[dict]) -> list[str]:
            "its achieved GFLOP/s counts the dense granule layer's forward pass and input gradient (4 x 784 x",
            "width per image-step), against a matrix multiply of the same shape timed in the same run. The",
            "load column is the 1-minute load average per core when the attack ended: above ~1 other work",
-           "shared the cores and the times overstate the cost (\"-\": not recorded).", "",
+           "shared the cores and the times overstate the cost (\"-\": not recorded). A sparse (random, small",
+           "K) or MLP row has no throughput columns: a small-K layer is evaluated as a blocked gather",
+           "(`models.rate._BlockedGatherHead`), bound by memory traffic rather than by multiplies.", "",
            "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
            "| strong GFLOP/s | matmul GFLOP/s | fraction | load |",
            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -486,10 +488,13 @@ def _cost(rows: list[dict]) -> list[str]:
     for r in timed:
         groups.setdefault((r["granule"], r["width"], r["ltd"], r["batch_size"]), []).append(r)
     for (granule, width, ltd, bs), rs in sorted(groups.items()):
-        out.append(f"| {width:,}{'' if granule == 'fc' else ' ' + granule} | {ltd} | {bs} | {len(rs)} "
+        dense = granule == "fc"  # the matrix-multiply comparison is the dense layer's (see above)
+        label = f"{width:,}" if dense else f"{width:,} {granule}" + (f" K {rs[0]['k']}" if rs[0]["k"] else "")
+        out.append(f"| {label} | {ltd} | {bs} | {len(rs)} "
                    f"| {_mean(rs, 'train_wall_s')} | {_mean(rs, 'attack_wall_s')} | {_mean(rs, 'wall_s_strong')} "
-                   f"| {_mean(rs, 'strong_image_steps')} | {_mean(rs, 'strong_gflops')} | {_mean(rs, 'matmul_gflops')} "
-                   f"| {_mean(rs, 'strong_fraction_of_matmul')} | {_mean(rs, 'load_per_core')} |")
+                   f"| {_mean(rs, 'strong_image_steps')} | {_mean(rs, 'strong_gflops') if dense else '-'} "
+                   f"| {_mean(rs, 'matmul_gflops') if dense else '-'} "
+                   f"| {_mean(rs, 'strong_fraction_of_matmul') if dense else '-'} | {_mean(rs, 'load_per_core')} |")
     return out
 
 
