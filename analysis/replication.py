@@ -561,7 +561,7 @@ def plot_sparseness(rows: list[dict], path: str | Path) -> Path | None:
     ax.plot(pk, [PAPER_SPARSE[k][1] for k in pk], "x", color="tab:orange", ms=7, label="paper MSE-PGD")
     ax.set_xscale("log")
     ax.set_xlabel("mossy-fibre inputs per granule cell (K); width 4.8e6 / (K + 20)")
-    ax.set_ylabel("accuracy at eps 0.1 (%)")
+    ax.set_ylabel("clean, and robust accuracy at eps 0.1 (%)")
     ax.set_title("sparseness sweep, LTD, batch size 1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
