@@ -406,7 +406,8 @@ def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp
     names = [line.split(" | ")[0][2:] for line in four.splitlines() if line.startswith("| ") and "---" not in line]
     assert names == ["model", "Base", "Base+LTD", "Cerebellum", "MLP"]
     assert "| Base | 1 | 2 | 95.0 ± 0.0 | 96.6 | 40.0 ± 14.1 | 10.0 ± 0.0 |" in four
-    assert "| Base+LTD | 1 | 1 | 95.0 | 96.93 | 30.0 | 10.0 | 1.0 | 0.0 | 25.0 | 24.585 | 0.0 |" in four
+    assert "| Base+LTD | 1 | 1 | 95.0 | 96.93 | 30.0 | 10.0 | 1.0 | 0.0 | 25.0 | 24.585 | 0.0 | 1 / 1 |" in four
+    assert "The MLP's own checks failed" not in four
     assert "| MLP | 1 | 1 | 97.0 | - |" in four  # the paper's baseline is another model
     assert "MSE-PGD 70.0% at K = 784 and 40.0% at K = 1" in text and "(the paper's MSE-PGD: 83.65% and 55.62%)" in text
     assert "Cerebellum 30.0% / 90.0% / 1.0%" in text and "(not run yet: Base+RC)" in text
@@ -420,6 +421,8 @@ def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp
                                             for line in lines) + "\n")
     old = replication.read_table(docs / "old.csv")
     assert len(old) == len(rows) and all(r["pgd_mse_eps0.3"] != r["pgd_mse_eps0.3"] for r in old)  # NaN
+    text = replication.render(rows + [row(granule="mlp", width=50, seed=1, checks_passed=False)], [])
+    assert "The MLP's own checks failed in 1 of 2 runs" in text
     # claim (3) speaks of the dense layer only: a robust MLP row does not widen its range
     text = replication.render(rows + [row(granule="mlp", width=50, seed=1, **{"strong_eps0.1": 0.9})], [])
     assert "every model run is at 1.0-1.0% at eps 0.1" in text
