@@ -219,11 +219,13 @@ def test_blocked_evaluation_of_a_gather_layer_equals_the_unblocked_one(monkeypat
     xr = x.float().requires_grad_()
     (g_blocked,) = torch.autograd.grad((model32(xr) * w.float()).sum(), xr)
     torch.testing.assert_close(g_blocked.double(), whole[1], rtol=1e-5, atol=1e-6)
-    model.train()  # training never takes the blocked path (the running mean moves there)
     calls = []
     monkeypatch.setattr(rate._BlockedGatherHead, "apply", lambda *a: calls.append(1))
     model(x)
-    assert not calls
+    assert calls == [1]  # evaluation takes the blocked path ...
+    model.train()  # ... training never does (the running mean moves there)
+    model(x)
+    assert calls == [1]
 
 
 # ----------------------------------------------------------------------------- training
