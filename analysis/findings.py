@@ -346,17 +346,35 @@ def _answer(table: list[dict]) -> str:
             parts.append(f"At matched width and K, the spiking network and the rate model are not detectably "
                          f"different in robust accuracy ({100 * c['effect']:+.1f} points; could detect "
                          f"{_pct(c['mde'])}).")
-    helped = [r for r in table if r["mechanism"] != "model" and r["verdict"].startswith("helps")
-              and not r.get("confounded")]
+    names = {"width": "a wider granule layer", "ltd": "LTD", "k": "sparser mossy-fibre input"}
+    mech = [r for r in table if r["mechanism"] != "model" and r["test"]]
+
+    def listed(rs):
+        items = [f"{names.get(r['mechanism'], r['mechanism'])} ({r['model_kind']})" for r in rs]
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    helped = [r for r in mech if r["verdict"].startswith("helps") and not r.get("confounded")]
+    hurt = [r for r in mech if r["verdict"].startswith("hurts") and not r.get("confounded")]
+    mixed = [r for r in mech if r["verdict"].startswith(("helps", "hurts")) and r.get("confounded")]
     if not [r for r in table if r["test"]]:
         parts.append("No mechanism has enough runs to be tested yet.")
-    elif helped:
-        parts.append("So, against the seed paper's null result, "
-                     + ", ".join(f"{r['mechanism']} ({r['model_kind']})" for r in helped)
-                     + " made the model measurably more robust under this threat model.")
     else:
-        parts.append("So the seed paper's answer stands for these networks: none of the three circuit features "
-                     "made the model measurably more robust under this threat model, at the power stated.")
+        if helped:
+            parts.append("So, against the seed paper's null result, " + listed(helped)
+                         + " made the model measurably more robust under this threat model"
+                         + (f", and {listed(hurt)} made it less robust." if hurt else "."))
+        else:
+            parts.append("So the seed paper's answer stands for these networks: none of the three circuit features "
+                         "made the model measurably more robust, beyond classifying better, under this threat model, "
+                         "at the power stated" + (f"; {listed(hurt)} made it less robust." if hurt else "."))
+        if mixed:
+            parts.append(f"For {listed(mixed)}, robust accuracy moved together with clean accuracy: these settings "
+                         "give a network that classifies better or worse, which is not shown to resist attack more "
+                         "or less for a given accuracy.")
+    if any(r["model_kind"] in ("spiking", "spiking - rate") and r["test"] for r in table):
+        parts.append("The spiking network has no exact gradient: its robust accuracy is what the surrogate-gradient, "
+                     "hybrid and noise-averaged attacks left, an upper bound, while the rate model's is the worst "
+                     "case over white-box attacks; read the comparison between the two models with that in mind.")
     return " ".join(parts)
 
 

@@ -136,7 +136,12 @@ def test_a_control_that_does_not_learn_is_flagged_as_confounded():
     assert ltd["confounded"] and "confounded: clean accuracy changes by" in ltd["verdict"]
     from analysis.findings import _answer
 
-    assert "how well the network classifies at all" in _answer(table)
+    text = _answer(table)
+    assert "how well the network classifies at all" in text
+    # the closing sentences name the confounded mechanism apart from the clean findings
+    closing = text.split("For ")[-1]
+    assert closing.startswith("LTD (spiking)") and "robust accuracy moved together with clean accuracy" in closing
+    assert "none of the three circuit features made the model measurably more robust" in text
     # a planted LTD effect on robustness alone (clean unchanged) is not flagged
     table, _ = verdicts(planted(np.random.default_rng(7), ltd_effect=0.15))
     assert not by(table, "spiking", "ltd")["confounded"]
