@@ -156,9 +156,14 @@ def study_info(root: str | Path) -> dict | None:
     argv = list(r["meta"].get("argv") or [])
     if argv:
         argv[0] = "cereb"
+    held = None
+    table = Path(r["path"]) / "study.csv"
+    if table.is_file():
+        with table.open(newline="") as fh:
+            held = sum(row.get("status") == "committed" for row in csv.DictReader(fh))
     return {"name": experiment_of(r)[len("study-"):], "command": " ".join(argv), "hash": r["meta"].get("config_hash"),
             "n_jobs": r["metrics"].get("n_jobs"), "wall_s": r["metrics"].get("study_wall_s"),
-            "start": r["meta"].get("start"), "end": r["meta"].get("end")}
+            "start": r["meta"].get("start"), "end": r["meta"].get("end"), "n_held": held}
 
 
 def _key(r: dict) -> tuple:
@@ -411,7 +416,10 @@ def render(rows: list[dict], curves: list[dict], *, figures: dict[str, str] | No
         lines += [f"- Study: `{study.get('command', '')}`" + (f" (configuration hash `{study['hash']}`)"
                                                               if study.get("hash") else "")
                   + (f", {study['n_jobs']} jobs" if study.get("n_jobs") else "")
-                  + (f", {wall_s / 3600:.2f} h wall time ({study.get('start')} to {study.get('end')})"
+                  + (f" ({study['n_jobs'] - study['n_held']} run by this invocation, {study['n_held']} held by the "
+                     "committed table from earlier sessions)" if study.get("n_held") and study.get("n_jobs") else "")
+                  + (f", {wall_s / 3600:.2f} h wall time for this invocation ({study.get('start')} to "
+                     f"{study.get('end')}; the machine time of every run is the next line)"
                      if not math.isnan(wall_s) else "") + "."]
     else:
         lines += ["- No completed `cereb study` folder under the results root: the runs were made job by job "

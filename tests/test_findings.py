@@ -136,3 +136,17 @@ def test_bad_input_is_one_line_and_keeps_the_tables(page, tmp_path, capsys):
     assert (bad / "findings_runs.csv").read_text() == "a,b\n1,2\n"
     assert main(["report", str(tmp_path / "nowhere"), "--findings", "--docs", str(bad)]) == 2
     assert main(["report", str(root), "--findings", "--replication", "--docs", str(bad)]) == 2
+
+
+def test_a_resumed_study_says_how_many_jobs_it_ran_and_how_many_were_held(tmp_path):
+    """The study line must not present the wall time of a resumed invocation as the whole study's."""
+    w = Writer(tmp_path)
+    path = w.run("study-answer_digits", {"name": "answer_digits"}, 0,
+                 {"n_jobs": 3, "study_wall_s": 1800.0})
+    write_csv(path / "study.csv", [{"label": "a", "status": "committed"}, {"label": "b", "status": "committed"},
+                                   {"label": "c", "status": "ok"}])
+    info = findings.study_info(tmp_path)
+    assert info["n_jobs"] == 3 and info["n_held"] == 2
+    text = findings.render([], [], study=info)
+    assert "3 jobs (1 run by this invocation, 2 held by the committed table" in text
+    assert "0.50 h wall time for this invocation" in text
