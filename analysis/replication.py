@@ -30,7 +30,13 @@ COST = ("train_wall_s", "attack_wall_s", "wall_s_strong", "strong_image_steps", 
         "strong_fraction_of_matmul", "load_per_core")
 # the paper's largest budget (its four-model comparison reports PGD at eps 0.3; absent from older rows)
 EPS03 = ("pgd_mse_eps0.3", "strong_eps0.3")
-COLUMNS = KEY + METRICS + READOUT + COST + EPS03 + ("checks_passed", "train_run", "attack_run")
+# the budget check (attacks.checks): the eps it judged, the robust accuracy the strong evaluation left
+# there, and the fraction of those images with an all-zero input gradient at its last iterates
+# (absent from older rows)
+BUDGET = ("budget_eps", "budget_robust_acc", "budget_left_zero_grad_frac")
+# the column groups older tables may lack
+OPTIONAL = READOUT + COST + EPS03 + BUDGET
+COLUMNS = KEY + METRICS + OPTIONAL + ("checks_passed", "train_run", "attack_run")
 TRACE_FIELDS = ("eps", "loss", "step", "n", "loss_mean", "margin_mean", "frac_correct", "true_score_mean",
                 "other_score_mean", "grad_l2_mean")
 TRACE_COLUMNS = KEY + TRACE_FIELDS
@@ -92,12 +98,13 @@ def collect(root: str | Path) -> list[dict]:
             "pgd_margin_eps0.1": m.get("robust_acc_pgd_margin_eps0.1"),
             "pgd_mse_eps0.3": m.get("robust_acc_pgd_mse_eps0.3"),
             "strong_eps0.3": m.get("robust_acc_strong_eps0.3"),
+            **{k: m.get(k) for k in BUDGET},
             "train_wall_s": train_metrics.get("train_wall_s"),
             **{k: m.get(k) for k in COST if k != "train_wall_s"},
             "checks_passed": bool(m.get("checks_passed")),
             "train_run": train_name, "attack_run": Path(run["path"]).name,
         })
-        for k in METRICS + READOUT + COST + EPS03:  # a metric the run did not record (e.g. no strong evaluation)
+        for k in METRICS + OPTIONAL:  # a metric the run did not record (e.g. no strong evaluation)
             if not isinstance(rows[-1][k], (int, float)):
                 rows[-1][k] = float("nan")
     return rows
@@ -131,14 +138,14 @@ def read_table(path: str | Path) -> list[dict]:
     out = []
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(READOUT) - set(COST) - set(EPS03) - set(reader.fieldnames or [])
+        missing = set(COLUMNS) - set(OPTIONAL) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path} is not a replication table (missing columns: {', '.join(sorted(missing))})")
         for r in reader:
             row = dict(r)
             for k in ("width", "k", "batch_size", "seed"):
                 row[k] = int(row[k])
-            for k in METRICS + READOUT + COST + EPS03:
+            for k in METRICS + OPTIONAL:
                 v = row.get(k)
                 row[k] = float(v) if v not in (None, "", "None", "nan") else float("nan")
             row["checks_passed"] = row["checks_passed"] == "True"
@@ -308,6 +315,15 @@ def render(rows: list[dict], traces: list[dict] | None = None) -> str:
             lines += ["", f"The MLP's own checks failed in {len(failed)} of {sum(r['granule'] == 'mlp' for r in named)} "
                       "runs (see each attack run's `metrics.json`): its robust accuracy under the strong evaluation "
                       "is an upper bound, not a measured robustness."]
+            flat = [r for r in failed if r.get("budget_robust_acc", float("nan")) > 0.05
+                    and r.get("budget_left_zero_grad_frac", float("nan")) == r.get("budget_left_zero_grad_frac")]
+            if flat:
+                lines[-1] += (f" Where it failed on the budget check ({len(flat)} of these runs recorded it), the strong evaluation "
+                              f"left {_pct([r['budget_robust_acc'] for r in flat])}% of the images robust at eps "
+                              f"{_eps_list(flat)} (the check allows 5%), and at its last iterates "
+                              f"{_pct([r['budget_left_zero_grad_frac'] for r in flat])}% of those images have an "
+                              "all-zero input gradient: the gradient attacks have nothing to follow there (a flat "
+                              "loss, i.e. gradient masking), so what they leave says nothing of robustness.")
         lines.append("")
     else:
         lines += ["Not run yet.", ""]
@@ -318,6 +334,11 @@ def render(rows: list[dict], traces: list[dict] | None = None) -> str:
               "signature of a loss whose gradient does not lead to the decision boundary (see each attack run's",
               "`pgd_traces.csv`).", ""]
     return "\n".join(lines)
+
+
+def _eps_list(rs: list[dict]) -> str:
+    """The distinct budget-check eps of ``rs``, e.g. ``0.5`` or ``0.5 / 0.55``."""
+    return " / ".join(f"{e:g}" for e in sorted({r["budget_eps"] for r in rs if r["budget_eps"] == r["budget_eps"]}))
 
 
 def _mean(rs: list[dict], k: str) -> str:

@@ -15,6 +15,11 @@ Each compares per-image outcomes of attacks run on the same images with an exact
 - :func:`check_zero_gradients`: a large fraction of the attacked inputs have an exactly zero
   input gradient (a saturated or piecewise-constant model).
 
+Where :func:`check_budget` fails, the suite adds to its detail how many of the images the strong
+evaluation left have an all-zero input gradient at its last iterates (:func:`budget_survivors`):
+a survivor there sits in a flat region the gradient attacks cannot leave (e.g. a ReLU network with
+no active unit), which is gradient masking rather than robustness.
+
 Every function returns a list of messages (empty: passed) and the per-check records
 (:class:`CheckOutcome`) that the report lists with their outcome.
 """
@@ -27,7 +32,8 @@ import numpy as np
 
 from attacks.stats import ALPHA, mcnemar
 
-__all__ = ["CheckOutcome", "check_dominance", "check_gradient_masking", "check_budget", "check_zero_gradients",
+__all__ = ["CheckOutcome", "budget_survivors", "check_dominance", "check_gradient_masking", "check_budget",
+           "check_zero_gradients", "zero_gradient_fraction",
            "LARGE_EPS", "LARGE_EPS_MAX_ACC", "ZERO_GRAD_MAX_FRAC"]
 
 LARGE_EPS = 0.5           # L-inf budget at which every model of [0, 1] inputs should be broken
@@ -143,6 +149,17 @@ def zero_gradient_fraction(fmodel: Any, x: np.ndarray, y: np.ndarray, loss: str 
         g = grad.numpy().reshape(len(xb), -1)
         zero += int((np.abs(g).max(axis=1) == 0).sum())
     return zero / max(len(x), 1)
+
+
+def budget_survivors(ev, y: np.ndarray, *, large_eps: float = LARGE_EPS) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """``(eps, inputs, labels)`` of the images ``ev`` left robust at the eps :func:`check_budget`
+    judges (the first eps >= ``large_eps``, else the sweep's last), at the inputs that decided them
+    (the attack's last iterates); ``(None, empty, empty)`` without rows."""
+    if ev is None or not ev.rows:
+        return None, np.zeros((0,), np.float32), np.zeros((0,), np.int64)
+    i = next((k for k, e in enumerate(ev.epsilons) if e >= large_eps - 1e-9), len(ev.epsilons) - 1)
+    left = np.asarray(ev.correct[i], bool)
+    return float(ev.epsilons[i]), np.asarray(ev.adversarial[i])[left], np.asarray(y)[left]
 
 
 def check_zero_gradients(fmodel: Any, x: np.ndarray, y: np.ndarray, *, loss: str = "ce", subject: str = "model",

@@ -41,12 +41,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 
-from attacks.checks import check_budget, check_dominance, check_gradient_masking, check_zero_gradients
+from attacks.checks import (budget_survivors, check_budget, check_dominance, check_gradient_masking,
+                            check_zero_gradients, zero_gradient_fraction)
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, attack_once, check_rows, derive_seed, evaluate_attack, worst_case
 from attacks.foolbox_attacks import TracedPGD
@@ -161,11 +162,20 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     messages = check_rows(rows, dominance=())
     # paired checks that can fail: per image, exact McNemar, so one image is not a failure
     outcomes: list = []
+    budget_msgs, budget_outs = check_budget("strong", evals.get("strong"))
+    budget_eps, left_x, left_y = budget_survivors(evals.get("strong"), y)
+    left_zero = zero_gradient_fraction(fmodel, left_x, left_y) if len(left_y) else float("nan")
+    if budget_outs and not budget_outs[0].passed and len(left_y):
+        # why the attack stopped: survivors in a flat region have no gradient to follow
+        extra = (f"; at the strong attack's last iterates, {left_zero:.0%} of the {len(left_y)} images left have an "
+                 "all-zero ce input gradient")
+        budget_msgs = [m + extra for m in budget_msgs]
+        budget_outs = [replace(budget_outs[0], detail=budget_outs[0].detail + extra)]
     for msgs, outs in (
         check_dominance(evals, [(f"pgd/{loss}", f"fgsm/{loss}") for loss in cfg.losses]),
         check_gradient_masking(evals, gradient=[k for k in evals if k.split("/")[0] in ("fgsm", "pgd", "strong", "apgd")],
                                gradient_free=[k for k in evals if k.startswith(("noise/", "square/"))]),
-        check_budget("strong", evals.get("strong")),
+        (budget_msgs, budget_outs),
     ):
         messages += msgs
         outcomes += outs
@@ -191,6 +201,11 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
         "check_messages": messages,
         "checks": [o.as_dict() for o in outcomes],
         "zero_gradient_frac": zero_frac,
+        # the images the strong evaluation left at the budget check's eps, and how many of them sit
+        # where the input gradient is all zero (at its last iterates)
+        "budget_eps": budget_eps,
+        "budget_robust_acc": float(len(left_y) / len(y)) if budget_eps is not None and len(y) else float("nan"),
+        "budget_left_zero_grad_frac": left_zero,
         # with strong_after_cheap the strong rows include PGD's fooled images: nothing to compare
         "strong_weaker_than_pgd": None if cfg.strong_after_cheap else [m for m in strong_misses if "weaker" in m],
     }

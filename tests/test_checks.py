@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.checks import check_budget, check_dominance, check_gradient_masking, check_zero_gradients
+from attacks.checks import budget_survivors, check_budget, check_dominance, check_gradient_masking, check_zero_gradients
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, evaluate_attack
 from attacks.foolbox_attacks import FGSM, PGD, uniform_noise
@@ -120,9 +120,15 @@ def test_masked_gradients_are_caught_and_a_healthy_model_is_not(healthy):
     assert any(m.startswith("attack too weak: strong") for m in sick.messages), sick.messages
     assert any("all-zero ce input gradient" in m for m in sick.messages)
     assert sick.metrics["zero_gradient_frac"] == 1.0
+    # ... and the budget check says why the strong attack stopped: every image it left is flat
+    too_weak = next(m for m in sick.messages if m.startswith("attack too weak: strong"))
+    assert "images left have an all-zero ce input gradient" in too_weak
+    assert sick.metrics["budget_eps"] >= 0.5 and sick.metrics["budget_robust_acc"] > 0.05
+    assert sick.metrics["budget_left_zero_grad_frac"] == 1.0
     ok = run_suite(fb.PyTorchModel(model, bounds=(0, 1)), _predict(model), x, y, cfg, model="rate")
     assert ok.checks_passed, ok.messages
     assert ok.metrics["zero_gradient_frac"] == 0.0
+    assert ok.metrics["budget_robust_acc"] <= 0.05
     kinds = {c["check"] for c in ok.metrics["checks"]}
     assert kinds == {"dominance", "gradient_masking", "budget", "zero_gradients"}
     assert all(c["passed"] for c in ok.metrics["checks"])
@@ -181,6 +187,22 @@ def test_a_budget_too_small_is_caught(healthy):
                            until_acc=0.01, eps_step=0.1, eps_max=1.0)
     msgs, outs = check_budget("strong", full)
     assert msgs == [] and outs[0].passed
+
+
+def test_budget_survivors_are_the_images_left_at_the_judged_eps_at_their_last_iterates():
+    eps = [0.0, 0.3, 0.5, 0.6]
+    correct = np.array([[1, 1, 1, 1], [1, 1, 0, 1], [0, 1, 0, 1], [0, 0, 0, 1]], bool)
+    adversarial = np.arange(4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2)
+    ev = Evaluation(rows=[{"eps": e, "robust_acc": c.mean()} for e, c in zip(eps, correct)], epsilons=eps,
+                    correct=correct, adversarial=adversarial)
+    y = np.array([3, 4, 5, 6])
+    e, xs, ys = budget_survivors(ev, y)
+    assert e == 0.5 and ys.tolist() == [4, 6]  # the first eps >= 0.5, not the sweep's last
+    np.testing.assert_array_equal(xs, adversarial[2][[1, 3]])
+    short = Evaluation(rows=ev.rows[:2], epsilons=eps[:2], correct=correct[:2], adversarial=adversarial[:2])
+    e, xs, ys = budget_survivors(short, y)  # the sweep stopped short: its last eps is the one judged
+    assert e == 0.3 and ys.tolist() == [3, 4, 6]
+    assert budget_survivors(None, y)[0] is None
 
 
 # ----------------------------------------------------------------------------- Square (ART), score-based

@@ -423,6 +423,14 @@ def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp
     assert len(old) == len(rows) and all(r["pgd_mse_eps0.3"] != r["pgd_mse_eps0.3"] for r in old)  # NaN
     text = replication.render(rows + [row(granule="mlp", width=50, seed=1, checks_passed=False)], [])
     assert "The MLP's own checks failed in 1 of 2 runs" in text
+    assert "all-zero input gradient" not in text  # no run recorded why
+    # a run that recorded the budget check's survivors says why the strong attack stopped
+    flat = dict(checks_passed=False, budget_eps=0.5, budget_robust_acc=0.063, budget_left_zero_grad_frac=0.9)
+    text = replication.render(rows + [row(granule="mlp", width=50, seed=1, **flat),
+                                      row(granule="mlp", width=50, seed=2, **{**flat, "budget_robust_acc": 0.04})], [])
+    assert ("(1 of these runs recorded it), the strong evaluation left 6.3% of the images robust at eps 0.5 "
+            "(the check allows 5%), and at its last iterates 90.0% of those images have an all-zero input gradient"
+            in text)
     # claim (3) speaks of the dense layer only: a robust MLP row does not widen its range
     text = replication.render(rows + [row(granule="mlp", width=50, seed=1, **{"strong_eps0.1": 0.9})], [])
     assert "every model run is at 1.0-1.0% at eps 0.1" in text
@@ -448,6 +456,7 @@ def test_replication_collects_the_mlp_baseline(tmp_path):
     assert replication.model_name({**row, "width": 50}) == "MLP" and row["train_run"] == run.name
     metrics = json.loads(next(p for p in tmp_path.rglob("metrics.json") if "attack-mlp" in str(p)).read_text())
     assert row["pgd_mse_eps0.3"] == pytest.approx(metrics["robust_acc_pgd_mse_eps0.3"])
+    assert row["budget_eps"] == metrics["budget_eps"] and row["budget_robust_acc"] == metrics["budget_robust_acc"] <= 0.05
 
 
 def test_replication_evidence_tables_and_figures_come_from_the_committed_traces(tmp_path):
