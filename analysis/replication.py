@@ -485,9 +485,39 @@ def _claims_sparse_and_models(rows: list[dict]) -> list[str]:
                                f"{at(named[name], 'strong_eps0.1')}" for name, _ in FOUR_MODELS if name in named)
                    + ("." if len(named) == len(FOUR_MODELS) else
                       f" (not run yet: {', '.join(n for n, _ in FOUR_MODELS if n not in named)})."))
+        out += _what_the_cerebellum_gain_is(rows, named, at)
     else:
         out.append("(5) The four-model comparison is not in this table yet.")
     return out
+
+
+def _what_the_cerebellum_gain_is(rows: list[dict], named: dict[str, list[dict]], at) -> list[str]:
+    """Where the Cerebellum's MSE-PGD robustness comes from, read from the rows: random connectivity
+    without LTD (Base+RC) against Base, and the Cerebellum at batch size 16 against batch size 1;
+    and what the strong evaluation leaves of the four models. Empty until those rows exist."""
+    if not all(n in named for n in ("Base", "Base+RC", "Cerebellum")):
+        return []
+    cereb16 = [r for r in rows if model_name(r) == "Cerebellum" and r["batch_size"] == 16]
+    strong = [r["strong_eps0.1"] for n, _ in FOUR_MODELS[:4] for r in named.get(n, []) if r["strong_eps0.1"] == r["strong_eps0.1"]]
+    def mean(rs):
+        v = [r["pgd_mse_eps0.1"] for r in rs if r["pgd_mse_eps0.1"] == r["pgd_mse_eps0.1"]]
+        return 100 * float(np.mean(v)) if v else float("nan")
+
+    gap = mean(named["Base+RC"]) - mean(named["Base"])
+    if gap != gap:
+        return []
+    compare = ("is about as weak as" if abs(gap) < 10 else
+               f"is {abs(gap):.1f} points {'above' if gap > 0 else 'below'}")
+    text = (f"Under the paper's MSE-PGD at eps 0.1, random connectivity without LTD (Base+RC, "
+            f"{at(named['Base+RC'], 'pgd_mse_eps0.1')}) {compare} Base ({at(named['Base'], 'pgd_mse_eps0.1')}); "
+            f"the Cerebellum (random connectivity with the running-mean LTD) is at {at(named['Cerebellum'], 'pgd_mse_eps0.1')}")
+    if cereb16:
+        text += (f" at batch size 1 and at {at(cereb16, 'pgd_mse_eps0.1')} at batch size 16 (compare claim (2): "
+                 "LTD's MSE-PGD gain at batch size 1)")
+    if strong:
+        text += (f". Under the strong evaluation the four models are at {100 * min(strong):.1f}-{100 * max(strong):.1f}%"
+                 " at eps 0.1 (batch size 1)")
+    return [text + "."]
 
 
 def _cost(rows: list[dict]) -> list[str]:

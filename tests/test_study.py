@@ -411,6 +411,17 @@ def test_replication_document_holds_the_sparseness_sweep_and_the_four_models(tmp
     assert "| MLP | 1 | 1 | 97.0 | - |" in four  # the paper's baseline is another model
     assert "MSE-PGD 70.0% at K = 784 and 40.0% at K = 1" in text and "(the paper's MSE-PGD: 83.65% and 55.62%)" in text
     assert "Cerebellum 30.0% / 90.0% / 1.0%" in text and "(not run yet: Base+RC)" in text
+    assert "random connectivity without LTD" not in text  # no Base+RC row: nothing to decompose
+    # with Base+RC and the Cerebellum at batch size 16, where the Cerebellum's MSE-PGD figure comes from
+    rc = row(granule="random", k=4, width=200000, ltd="none", **{"pgd_mse_eps0.1": 0.15, "strong_eps0.1": 0.02})
+    c16 = row(granule="random", k=4, width=200000, ltd="ma", batch_size=16, **{"pgd_mse_eps0.1": 0.3})
+    text = replication.render(rows + [rc, c16], [])
+    assert ("random connectivity without LTD (Base+RC, 15.0%) is about as weak as Base (10.0%); the Cerebellum "
+            "(random connectivity with the running-mean LTD) is at 90.0% at batch size 1 and at 30.0% at batch size 16"
+            in text)
+    assert "Under the strong evaluation the four models are at 1.0-2.0% at eps 0.1" in text
+    text = replication.render(rows + [{**rc, "pgd_mse_eps0.1": 0.6}], [])
+    assert "(Base+RC, 60.0%) is 50.0 points above Base (10.0%)" in text and "and at 30.0% at batch size 16" not in text
     assert (docs / "replication_sparseness.png").read_bytes()[:4] == b"\x89PNG"
     # an earlier table without the eps-0.3 columns
     with open(docs / "replication_runs.csv") as fh:
