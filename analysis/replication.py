@@ -499,6 +499,7 @@ def _what_the_cerebellum_gain_is(rows: list[dict], named: dict[str, list[dict]],
         return []
     cereb16 = [r for r in rows if model_name(r) == "Cerebellum" and r["batch_size"] == 16]
     strong = [r["strong_eps0.1"] for n, _ in FOUR_MODELS[:4] for r in named.get(n, []) if r["strong_eps0.1"] == r["strong_eps0.1"]]
+
     def mean(rs):
         v = [r["pgd_mse_eps0.1"] for r in rs if r["pgd_mse_eps0.1"] == r["pgd_mse_eps0.1"]]
         return 100 * float(np.mean(v)) if v else float("nan")

@@ -105,26 +105,31 @@ def check_gradient_masking(evals: Mapping[str, Any], *, gradient: Sequence[str],
     return messages, outcomes
 
 
+def judged_index(epsilons, large_eps: float = LARGE_EPS) -> int:
+    """Index of the eps the budget check judges in an ascending sweep: the first eps >= ``large_eps``,
+    else the sweep's last (a sweep that stopped early, at an eps where the model was already broken)."""
+    eps = [float(e) for e in epsilons]
+    if not eps:
+        raise ValueError("judged_index: an empty eps sweep")
+    return next((k for k, e in enumerate(eps) if e >= large_eps - 1e-9), len(eps) - 1)
+
+
 def check_budget(name: str, ev, *, large_eps: float = LARGE_EPS,
                  max_acc: float = LARGE_EPS_MAX_ACC) -> tuple[list[str], list[CheckOutcome]]:
     """The strongest evaluation must leave robust accuracy <= ``max_acc`` at ``large_eps``; its
     sweep must reach ``large_eps`` or stop earlier at robust accuracy <= ``max_acc``."""
     if ev is None or not ev.rows:
         return [], []
-    reached = [r for r in ev.rows if r["eps"] >= large_eps - 1e-9]
-    last = ev.rows[-1]
-    if reached:
-        row = reached[0]
-        ok = row["robust_acc"] <= max_acc
+    i = judged_index([r["eps"] for r in ev.rows], large_eps)
+    row = ev.rows[i]
+    ok = row["robust_acc"] <= max_acc
+    if row["eps"] >= large_eps - 1e-9:
         detail = f"robust accuracy {row['robust_acc']:.3f} at eps={row['eps']:g} (must be <= {max_acc:g})"
-        eps = row["eps"]
     else:
-        ok = last["robust_acc"] <= max_acc
-        detail = (f"the sweep stopped at eps={last['eps']:g} with robust accuracy {last['robust_acc']:.3f}, "
+        detail = (f"the sweep stopped at eps={row['eps']:g} with robust accuracy {row['robust_acc']:.3f}, "
                   f"short of eps={large_eps:g}" if not ok else
-                  f"robust accuracy {last['robust_acc']:.3f} by eps={last['eps']:g} (<= {max_acc:g})")
-        eps = last["eps"]
-    out = CheckOutcome("budget", name, float(eps), ok, detail)
+                  f"robust accuracy {row['robust_acc']:.3f} by eps={row['eps']:g} (<= {max_acc:g})")
+    out = CheckOutcome("budget", name, float(row["eps"]), ok, detail)
     return ([] if ok else [f"attack too weak: {name} {detail}"]), [out]
 
 
@@ -157,7 +162,7 @@ def budget_survivors(ev, y: np.ndarray, *, large_eps: float = LARGE_EPS) -> tupl
     (the attack's last iterates); ``(None, empty, empty)`` without rows."""
     if ev is None or not ev.rows:
         return None, np.zeros((0,), np.float32), np.zeros((0,), np.int64)
-    i = next((k for k, e in enumerate(ev.epsilons) if e >= large_eps - 1e-9), len(ev.epsilons) - 1)
+    i = judged_index(ev.epsilons, large_eps)
     left = np.asarray(ev.correct[i], bool)
     return float(ev.epsilons[i]), np.asarray(ev.adversarial[i])[left], np.asarray(y)[left]
 

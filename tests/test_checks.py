@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.checks import budget_survivors, check_budget, check_dominance, check_gradient_masking, check_zero_gradients
+from attacks.checks import (budget_survivors, check_budget, check_dominance, check_gradient_masking, check_zero_gradients,
+                            judged_index)
 from attacks.config import AttackConfig
 from attacks.evaluate import Evaluation, evaluate_attack
 from attacks.foolbox_attacks import FGSM, PGD, uniform_noise
@@ -203,6 +204,11 @@ def test_budget_survivors_are_the_images_left_at_the_judged_eps_at_their_last_it
     e, xs, ys = budget_survivors(short, y)  # the sweep stopped short: its last eps is the one judged
     assert e == 0.3 and ys.tolist() == [3, 4, 6]
     assert budget_survivors(None, y)[0] is None
+    for sweep in (ev, short):  # the survivors come from the eps the budget check judges
+        assert check_budget("strong", sweep)[1][0].eps == budget_survivors(sweep, y)[0]
+    assert judged_index([0.0, 0.2, 0.45]) == 2 and judged_index([0.1, 0.5, 0.7], 0.5) == 1
+    with pytest.raises(ValueError, match="empty eps sweep"):
+        judged_index([])
 
 
 # ----------------------------------------------------------------------------- Square (ART), score-based
