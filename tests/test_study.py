@@ -470,6 +470,54 @@ def test_replication_collects_the_mlp_baseline(tmp_path):
     assert row["budget_eps"] == metrics["budget_eps"] and row["budget_robust_acc"] == metrics["budget_robust_acc"] <= 0.05
 
 
+def test_claim_one_is_judged_from_the_slope_of_fgsm_robustness_against_width():
+    """Claim (1) says "reproduces" only when the 95% interval of the slope of FGSM-MSE robust
+    accuracy against log2(width) lies above zero; a flat sweep leaves it unresolved, a falling one
+    contradicts it, and a peak short of the widest width is named."""
+    from analysis import replication
+
+    def rows(values):
+        return [{"granule": "fc", "width": w, "k": 0, "ltd": "none", "batch_size": 1, "seed": s,
+                 "clean_accuracy": 0.95, "fgsm_mse_eps0.1": v + 0.01 * s, "pgd_mse_eps0.1": 0.1,
+                 "strong_eps0.1": 0.0, "worst_eps0.1": 0.0, "checks_passed": True, "train_run": "t",
+                 "attack_run": "a"} for w, v in values.items() for s in range(2)]
+
+    def claim(values):
+        return next(x for x in replication.render(rows(values)).splitlines() if x.startswith("(1)"))
+
+    rising = claim({1000: 0.2, 2000: 0.3, 4000: 0.4, 8000: 0.45})
+    assert "*FGSM robustness grows with width* reproduces:" in rising
+    assert "from 20.5% at width 1,000 to 45.5% at 8,000" in rising  # slope by hand: 42.5 / 5 = 8.5
+    assert "+8.5 points per doubling" in rising and "over the 8 runs" in rising and "highest mean" not in rising
+    flat = claim({1000: 0.3, 2000: 0.35, 4000: 0.25, 8000: 0.3})
+    assert "is not resolved by the runs so far (the slope's interval includes zero)" in flat
+    assert "the highest mean, 35.5%, is at width 2,000" in flat
+    assert "does not reproduce: it falls with width" in claim({1000: 0.4, 2000: 0.3, 4000: 0.2})
+    assert "fewer than three widths" in claim({1000: 0.2, 2000: 0.3})
+
+
+def test_claim_two_compares_ltd_with_no_ltd_width_by_width_at_each_batch_size():
+    """Claim (2) reproduces at a batch size only where LTD's MSE-PGD robust accuracy is above the same
+    width's without LTD at every width run with both; above at none: it does not appear."""
+    from analysis import replication
+
+    def row(w, ltd, bs, pgd):
+        return {"granule": "fc", "width": w, "k": 0, "ltd": ltd, "batch_size": bs, "seed": 0, "clean_accuracy": 0.95,
+                "fgsm_mse_eps0.1": 0.3, "pgd_mse_eps0.1": pgd, "strong_eps0.1": 0.0, "worst_eps0.1": 0.0,
+                "checks_passed": True, "train_run": "t", "attack_run": "a"}
+
+    rows = [row(1000, "ma", 1, 0.6), row(1000, "none", 1, 0.1), row(2000, "ma", 1, 0.7), row(2000, "none", 1, 0.12),
+            row(4000, "ma", 1, 0.8),  # no partner without LTD: not compared
+            row(1000, "ma", 16, 0.11), row(1000, "none", 16, 0.13), row(2000, "ma", 16, 0.2), row(2000, "none", 16, 0.1)]
+    line = next(x for x in replication.render(rows).splitlines() if x.startswith("(2)"))
+    assert "at batch size 1 it reproduces (LTD higher at 2 of the 2 widths run with and without it, 1,000 to 2,000: " \
+           "with LTD 60.0-70.0%, without 10.0-12.0%; the paper" in line
+    assert "at batch size 16 it is mixed (LTD higher at 1 of the 2 widths" in line
+    rows[-2]["pgd_mse_eps0.1"] = 0.05
+    line = next(x for x in replication.render(rows).splitlines() if x.startswith("(2)"))
+    assert "at batch size 16 it does not appear (LTD higher at 0 of the 2 widths" in line
+
+
 def test_replication_evidence_tables_and_figures_come_from_the_committed_traces(tmp_path):
     """The evidence section is rebuilt from `replication_traces.csv` alone: a new run's traces
     replace that configuration's earlier ones (and only those), the summary row reads the first
