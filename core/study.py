@@ -185,8 +185,14 @@ def job_cost(job: Mapping) -> float:
 # - spiking attack: ~60 s of surrogate calibration, then ~2.0 us per granule cell per simulated
 #   query, the surrogate's gradient steps included (width 2,000: 653 s for 149,966 queries; width
 #   4,000: 1,318 s for 157,527; ~430 queries per image in the answer study's suite);
-# - rate attack: the MNIST width sweep's jobs, linear in width x inputs x images (width 20,000, 1,000
-#   images: 390 s), plus ~5 s of start-up; a small-K gather layer (16 K < inputs) is evaluated block
+# - rate attack, dense granule matrix: refitted to the paper-protocol width sweep (MNIST, 1,000
+#   images, batch size 1, one core each; Dec 2026): width x inputs x images, times
+#   max(1, width / 10,000) ** 0.4 (wider readouts leave more images to the strong evaluation after
+#   the paper's attacks, and a wide matrix reaches a smaller fraction of the matmul rate), times 1.4
+#   with LTD at batch size 1 (its MSE-PGD prunes almost nothing), plus ~60 s of start-up. Without
+#   LTD: 10,000: 153-197 s (model 217 s); 20,000: 379-429 s (model 474 s); 50,000: 1,276-1,505 s
+#   (1,552 s); 100,000: 4,244 s (3,999 s). With LTD: 20,000: 571-661 s (639 s); 50,000: 1,962 s
+#   (2,148 s). A small-K gather layer (16 K < inputs) is evaluated block
 #   by block instead (models.rate._BlockedGatherHead), linear in width x (K + 9) x images (7 Dec 2026,
 #   the other core busy: K = 1 at width 228,571, 1,000 images: 593 s; K = 2 at 218,182: 908 s); rate
 #   training under the paper's protocol: the batch-size-1 loop, ~2.4e-8 s per granule cell, sample
@@ -240,7 +246,9 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
     k = int(model.get("k", 4))
     if job["model_kind"] == "rate" and model.get("granule", "fc") != "fc" and 16 * k < n_in:
         return t_train, 5.0 + 3.2e-7 * width * (k + 9) * n  # the blocked gather path
-    return t_train, 5.0 + 2.5e-8 * width * n_in * n  # a dense granule matrix (fc, or K >= inputs / 16)
+    ltd = 1.4 if model.get("ltd", "none") != "none" and int(train.get("batch_size", 16)) == 1 else 1.0
+    # a dense granule matrix (fc, or K >= inputs / 16)
+    return t_train, 60.0 + 2.0e-8 * width * n_in * n * max(1.0, width / 1e4) ** 0.4 * ltd
 
 
 def train_config_hash(job: Mapping) -> str:
