@@ -170,6 +170,8 @@ def evaluate_attack(
     extra: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     known: Sequence[Evaluation] = (),
+    resume: Evaluation | None = None,
+    on_eps: Callable[[Evaluation], None] | None = None,
 ) -> Evaluation:
     """Robust accuracy of ``predict`` under ``attacks`` at each eps.
 
@@ -199,6 +201,12 @@ def evaluate_attack(
         ``predict`` once more, still fools the model; it counts as fooled, with that input. The
         row's ``n_known_fooled`` says how many. An image is then robust only if the earlier
         attacks *and* these failed (the cheap attack first, as the evaluation literature does).
+    resume : the evaluation of the first eps of this same sweep, from an interrupted earlier call
+        with the same arguments (``on_eps`` wrote it): those eps are not attacked again and the
+        sweep goes on from the next, with the images and inputs it carried. Every attack call's
+        seed depends only on the labels, eps, restart and batch, so the result equals an
+        uninterrupted call's. A resume whose eps or clean predictions differ is an error.
+    on_eps : called after each eps with the evaluation so far (to save it for ``resume``).
     """
     attack_list = list(attacks) if isinstance(attacks, (list, tuple)) else [attacks]
     if not attack_list:
@@ -215,7 +223,31 @@ def evaluate_attack(
     robust = clean_correct.copy()
     carried = x.copy()
     rows, eps_done, correct_all, adv_all = [], [], [], []
-    for eps in _eps_sequence(epsilons, until_acc, eps_step, eps_max):
+    if resume is not None and len(resume.epsilons):
+        if not np.array_equal(resume.clean_correct, clean_correct) or resume.adversarial.shape[1:] != x.shape:
+            raise CerebError(f"cannot resume {attack}/{loss}: the saved evaluation is of other images or another model")
+        rows = [dict(r) for r in resume.rows]
+        eps_done = [float(e) for e in resume.epsilons]
+        correct_all = [c.copy() for c in resume.correct]
+        adv_all = [a.copy() for a in resume.adversarial]
+        if prune:
+            robust, carried = correct_all[-1].copy(), adv_all[-1].copy()
+
+    def partial() -> Evaluation:
+        return Evaluation(list(rows), list(eps_done), np.array(correct_all, dtype=bool).reshape(len(eps_done), n),
+                          np.array(adv_all, dtype=np.float32).reshape(len(eps_done), *x.shape), clean_correct)
+
+    for i, eps in enumerate(_eps_sequence(epsilons, until_acc, eps_step, eps_max)):
+        if i < len(eps_done):  # evaluated before the interruption
+            if abs(eps_done[i] - eps) > 1e-9:
+                raise CerebError(f"cannot resume {attack}/{loss}: the saved evaluation has eps {eps_done[i]:g} "
+                                 f"where this sweep has {eps:g}")
+            if progress:
+                progress(f"{attack}/{loss} eps={eps:g}")
+            if (until_acc is not None and eps >= max(epsilons, default=0) and i == len(eps_done) - 1
+                    and rows[i]["robust_acc"] <= until_acc):
+                break
+            continue
         t0 = time.time()
         alive = (robust if prune else clean_correct).copy()
         adv = (carried if prune else x).copy()
@@ -271,14 +303,15 @@ def evaluate_attack(
         adv_all.append(adv)
         log.info("%s %s/%s eps=%g: robust acc %.4f (%d/%d), %.1f s", model, attack, loss, eps,
                  row["robust_acc"], n_correct, n, row["wall_s"])
-        if progress:
-            progress(f"{attack}/{loss} eps={eps:g}")
         if prune:
             robust, carried = alive, adv
+        if on_eps is not None:
+            on_eps(partial())
+        if progress:
+            progress(f"{attack}/{loss} eps={eps:g}")
         if until_acc is not None and eps >= max(epsilons, default=0) and row["robust_acc"] <= until_acc:
             break
-    return Evaluation(rows, eps_done, np.array(correct_all, dtype=bool).reshape(len(eps_done), n),
-                      np.array(adv_all, dtype=np.float32).reshape(len(eps_done), *x.shape), clean_correct)
+    return partial()
 
 
 def worst_case(evaluations: Sequence[Evaluation], x: np.ndarray, *, model: str, seed: int = 0,

@@ -13,7 +13,10 @@ prints; ``cereb study`` calls these functions in its workers.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,9 +154,11 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
                 bar.update(1)
                 bar.set_postfix_str(label)
 
+        partial = run.path / PARTIAL
+        earlier = take_partial(run)
         try:
             result = run_suite(fmodel, predict, x, y, attack_cfg, model=kind, seed=seed,
-                               batch_size=auto_batch_size(model), progress=tick)
+                               batch_size=auto_batch_size(model), progress=tick, checkpoint=partial)
         finally:
             if bar is not None:
                 bar.close()
@@ -167,11 +172,54 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
             examples[f"{key}.x_adv"] = ev.adversarial[:, :N_EXAMPLES]
         run.save_npz("adversarials.npz", **examples)
         cost = strong_cost(model, result.rows, attack_cfg) if kind == "rate" else {}
-        run.log_metrics(**result.metrics, **score_stats(predict_logits(model, x).numpy(), y), **cost,
+        # what came from an interrupted attempt: its run, commit, the eps taken per evaluation and the
+        # seconds it had spent on them (counted in attack_wall_s too)
+        resumed = {**earlier, "evaluations": result.metrics["resumed"]} if result.metrics["resumed"] else None
+        run.log_metrics(**{k: v for k, v in result.metrics.items() if k != "resumed"},
+                        **score_stats(predict_logits(model, x).numpy(), y), **cost,
                         readout_weight_norm=float(model.readout.weight.detach().norm()) if kind == "rate" else None,
-                        source_test_accuracy=info["metrics"].get("test_accuracy"),
-                        attack_wall_s=round(time.time() - started, 3), load_per_core=load_per_core())
+                        source_test_accuracy=info["metrics"].get("test_accuracy"), resumed=resumed,
+                        attack_wall_s=round(time.time() - started + (resumed or {}).get("earlier_wall_s", 0.0), 3),
+                        load_per_core=load_per_core())
+        shutil.rmtree(partial, ignore_errors=True)  # the run is complete: its tables hold what the folder did
     return run
+
+
+# the folder of a rate attack run that holds its evaluations while it runs (attacks.suite.run_suite's
+# checkpoint); removed when the run completes, taken over by the next attempt when it does not
+PARTIAL = "partial"
+
+
+def take_partial(run) -> dict:
+    """Move the saved evaluations of the latest earlier attempt at ``run``'s configuration and seed
+    (a run folder left 'failed' or 'interrupted' with a ``partial/`` folder) into ``run``'s, so the
+    suite resumes from them; returns that attempt's ``{"from_run", "git_commit", "earlier_wall_s"}``
+    (the seconds it recorded on the evaluations it saved), or {} when there is none."""
+    from attacks.suite import load_evaluation
+
+    for old in sorted(run.path.parent.glob(f"*_{run.config_hash}_s{run.seed}"), reverse=True):
+        src = old / PARTIAL
+        if old == run.path or not src.is_dir():
+            continue
+        try:
+            meta = json.loads((old / "meta.json").read_text())
+            same = json.loads((old / "config.json").read_text()) == run.config
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("status") in ("failed", "interrupted") and same:
+            dst = run.path / PARTIAL
+            dst.mkdir(exist_ok=True)
+            wall = 0.0
+            for f in sorted(src.glob("*.npz")):
+                try:
+                    wall += load_evaluation(f)[2]
+                except CerebError as exc:  # left where it is: that evaluation runs again from the start
+                    log.warning("not resuming from %s", exc)
+                    continue
+                os.replace(f, dst / f.name)
+            log.info("resuming the attacks of %s from %s", run.path.name, old.name)
+            return {"from_run": old.name, "git_commit": meta.get("git_commit"), "earlier_wall_s": round(wall, 3)}
+    return {}
 
 
 def load_per_core() -> float | None:

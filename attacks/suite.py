@@ -24,6 +24,12 @@ AutoAttack's white-box core: APGD-CE and APGD-DLR (Croce & Hein 2020, ART's impl
 strong PGD stays beside it for what APGD lacks: the Carlini-Wagner margin loss and the eps sweep
 continued until robust accuracy <= 1%.
 
+Resumable: with ``checkpoint`` (a folder), every evaluation is saved there after each eps
+(``<attack>_<loss>.npz``, loadable without pickle), and a later call with the same folder takes
+what is saved instead of attacking again: a finished evaluation whole, an interrupted one from its
+next eps (:func:`attacks.evaluate.evaluate_attack`'s ``resume``). The attack calls' seeds depend
+only on their labels, so a resumed suite gives the numbers an uninterrupted one gives.
+
 Worst case: rows with attack ``worst`` (loss ``all``) count an image as robust only if it
 survived every attack above at that eps.
 
@@ -39,9 +45,11 @@ model and a ``predict`` function.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -55,7 +63,7 @@ from attacks.specs import build, spec, stamp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AttackConfig", "SuiteResult", "run_suite", "plan_size", "TRACE_COLUMNS"]
+__all__ = ["AttackConfig", "SuiteResult", "run_suite", "plan_size", "TRACE_COLUMNS", "save_evaluation", "load_evaluation"]
 
 TRACE_COLUMNS = ["model", "eps", "loss", "step", "n", "loss_mean", "margin_mean", "frac_correct", "true_score_mean",
                  "other_score_mean", "grad_l1_mean", "grad_l2_mean", "grad_linf_mean", "grad_zero_frac"]
@@ -97,9 +105,33 @@ def _logits(fmodel: Any, x: np.ndarray):
     return ep.astensor(fmodel(_to_model_input(fmodel, np.asarray(x, dtype=np.float32)))).numpy()
 
 
+def save_evaluation(path: str | Path, ev: Evaluation, *, complete: bool, wall_s: float) -> Path:
+    """Write ``ev`` to ``path`` (``.npz``, no pickle: the rows as JSON), marked complete or not, with
+    the seconds spent on it so far."""
+    from core.runs import save_npz
+
+    return save_npz(path, rows=np.array(json.dumps(ev.rows)), epsilons=np.asarray(ev.epsilons, dtype=np.float64),
+                    correct=ev.correct, adversarial=ev.adversarial, clean_correct=ev.clean_correct,
+                    complete=np.array(complete), wall_s=np.array(float(wall_s)))
+
+
+def load_evaluation(path: str | Path) -> tuple[Evaluation, bool, float]:
+    """``(evaluation, complete, wall_s)`` from a file :func:`save_evaluation` wrote; a file that is not
+    one is a :class:`~core.errors.CerebError` naming it."""
+    from core.errors import CerebError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ev = Evaluation(json.loads(str(z["rows"])), [float(e) for e in z["epsilons"]], z["correct"].astype(bool),
+                            z["adversarial"].astype(np.float32), z["clean_correct"].astype(bool))
+            return ev, bool(z["complete"]), float(z["wall_s"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise CerebError(f"{path}: not a saved attack evaluation ({exc})") from None
+
+
 def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, y: np.ndarray,
               cfg: AttackConfig, *, model: str, seed: int = 0, batch_size: int = 256,
-              progress: Callable[[str], None] | None = None) -> SuiteResult:
+              progress: Callable[[str], None] | None = None, checkpoint: str | Path | None = None) -> SuiteResult:
     """Run every attack of ``cfg`` on ``(x, y)``, check the table, and gather evidence.
 
     Parameters
@@ -109,19 +141,45 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     x, y : (n, n_inputs) test inputs in [0, 1] and their (n,) labels.
     model : the model's name in every row.
     batch_size : images per attack call (``cfg.batch_size`` wins if set).
+    checkpoint : a folder to save each evaluation in after every eps, and to resume from (see the
+        module docstring); ``metrics["resumed"]`` names the evaluations taken from it.
     """
     bs = cfg.batch_size or batch_size
     # the models here are deterministic (eval mode): an input that fooled them once still does
     common = dict(model=model, seed=seed, prune=cfg.prune, recheck=False, batch_size=bs, progress=progress)
     evals: dict[str, Evaluation] = {}
     timings = {}
+    resumed: dict[str, int] = {}  # evaluation -> eps taken from the checkpoint
+    folder = Path(checkpoint) if checkpoint is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
 
     def run(name: str, attack: str, loss: str, **kw) -> None:
         """Build ``attack`` from the table (attacks.specs) and evaluate it at every eps."""
         t0 = time.time()
+        path = folder / f"{name.replace('/', '_')}.npz" if folder is not None else None
+        before, earlier = None, 0.0
+        if path is not None and path.is_file():
+            before, complete, earlier = load_evaluation(path)
+            resumed[name] = len(before.epsilons)
+            if complete:
+                log.info("%s: taken whole from %s", name, path)
+                evals[name], timings[name] = before, earlier
+                for e in before.epsilons:
+                    if progress:
+                        progress(f"{attack}/{loss} eps={e:g}")
+                return
+            log.info("%s: resumed from %s after eps %g", name, path, before.epsilons[-1] if before.epsilons else 0)
+
+        def save(ev: Evaluation, complete: bool = False) -> None:
+            if path is not None:
+                save_evaluation(path, ev, complete=complete, wall_s=earlier + time.time() - t0)
+
         attacks = build("rate", attack, cfg, loss, batch_size=bs)
-        evals[name] = evaluate_attack(attacks, fmodel, predict, x, y, cfg.eps, attack=attack, loss=loss, **common, **kw)
-        timings[name] = time.time() - t0
+        evals[name] = evaluate_attack(attacks, fmodel, predict, x, y, cfg.eps, attack=attack, loss=loss, **common, **kw,
+                                      resume=before, on_eps=save)
+        save(evals[name], complete=True)
+        timings[name] = earlier + time.time() - t0
 
     if cfg.noise:
         run("noise/none", "noise", "none", extra={"steps": 0, "stepsize": float("nan")})
@@ -208,6 +266,8 @@ def run_suite(fmodel: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.nd
         "budget_left_zero_grad_frac": left_zero,
         # with strong_after_cheap the strong rows include PGD's fooled images: nothing to compare
         "strong_weaker_than_pgd": None if cfg.strong_after_cheap else [m for m in strong_misses if "weaker" in m],
+        # evaluations taken from ``checkpoint`` (name -> eps taken), as an interrupted run left them
+        "resumed": dict(resumed),
     }
     for name, ev in evals.items():
         metrics[f"wall_s_{name.replace('/', '_')}"] = round(timings[name], 3)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import foolbox as fb
 import numpy as np
@@ -206,6 +207,66 @@ def test_extended_sweep_stops_at_the_target_accuracy(trained):
     assert all(r["robust_acc"] > 0 for r in ev.rows[:-1])
     assert ev.eps_at(0.0) == ev.epsilons[-1] > 0.01
     assert np.allclose(np.diff(ev.epsilons[1:]), 0.05)
+
+
+def test_an_interrupted_sweep_resumes_to_the_numbers_of_an_uninterrupted_one(trained):
+    """``on_eps`` hands out the evaluation after every eps; resumed from any of them (the extended
+    sweep included), the sweep attacks only the eps after it and ends as a call that never stopped."""
+    _, fmodel, predict, x, y = trained
+    calls = []
+
+    class Counted(PGD):
+        def __call__(self, model, inputs, criterion, *, epsilons):
+            calls.append(float(epsilons[0]))
+            return super().__call__(model, inputs, criterion, epsilons=epsilons)
+
+    kw = dict(model="m", attack="pgd", loss="margin", seed=3, batch_size=25, until_acc=0.0, eps_step=0.05, eps_max=1.0)
+    saved = []
+    full = evaluate_attack(Counted(loss="margin", steps=5, rel_stepsize=0.25), fmodel, predict, x, y, (0.0, 0.02, 0.04),
+                           on_eps=saved.append, **kw)
+    assert len(full.epsilons) > 3 and [len(s.epsilons) for s in saved] == list(range(1, len(full.epsilons) + 1))
+    for cut in (1, 3, len(full.epsilons) - 1, len(full.epsilons)):
+        calls.clear()
+        again = evaluate_attack(Counted(loss="margin", steps=5, rel_stepsize=0.25), fmodel, predict, x, y,
+                                (0.0, 0.02, 0.04), resume=saved[cut - 1], **kw)
+        assert min(calls, default=np.inf) > full.epsilons[cut - 1]  # nothing before the cut is attacked again
+        assert again.epsilons == full.epsilons
+        assert np.array_equal(again.correct, full.correct) and np.array_equal(again.adversarial, full.adversarial)
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]  # noqa: E731
+        assert strip(again.rows) == strip(full.rows)
+    with pytest.raises(CerebError, match="has eps 0.02 where this sweep has 0.01"):
+        evaluate_attack(PGD(loss="margin", steps=5, rel_stepsize=0.25), fmodel, predict, x, y, (0.0, 0.01),
+                        resume=saved[1], **kw)
+
+
+def test_a_suite_resumes_from_its_checkpoint_folder(trained, tmp_path):
+    """``run_suite(checkpoint=...)`` saves every evaluation; a second call takes the finished ones whole
+    and an interrupted one from its next eps, with the result of a call that was never interrupted."""
+    from attacks.suite import load_evaluation, save_evaluation
+
+    _, fmodel, predict, x, y = trained
+    cfg = AttackConfig(n=len(y), eps=(0.0, 0.1, 0.2), pgd_steps=4, pgd_stepsize=0.05, strong_steps=8, strong_restarts=2,
+                       strong_rel_stepsize=0.2, apgd=False, trace=False)
+    first = run_suite(fmodel, predict, x, y, cfg, model="rate", seed=1, batch_size=30, checkpoint=tmp_path / "cp")
+    names = sorted(p.stem for p in (tmp_path / "cp").glob("*.npz"))
+    assert names == sorted(k.replace("/", "_") for k in first.evaluations) and first.metrics["resumed"] == {}
+    # the strong evaluation interrupted after its first eps, PGD-MSE not begun
+    strong, _, wall = load_evaluation(tmp_path / "cp" / "strong.npz")
+    cut = type(strong)(strong.rows[:1], strong.epsilons[:1], strong.correct[:1], strong.adversarial[:1],
+                       strong.clean_correct)
+    save_evaluation(tmp_path / "cp" / "strong.npz", cut, complete=False, wall_s=wall)
+    (tmp_path / "cp" / "pgd_mse.npz").unlink()
+    labels = []
+    second = run_suite(fmodel, predict, x, y, cfg, model="rate", seed=1, batch_size=30, checkpoint=tmp_path / "cp",
+                       progress=labels.append)
+    assert second.metrics["resumed"] == {k: len(ev.epsilons) for k, ev in first.evaluations.items()
+                                         if k not in ("pgd/mse", "strong")} | {"strong": 1}
+    strip = lambda rows: json.dumps([{k: v for k, v in r.items() if k != "wall_s"} for r in rows])  # noqa: E731
+    assert strip(second.rows) == strip(first.rows) and second.messages == first.messages
+    assert len(labels) == sum(len(ev.epsilons) for ev in first.evaluations.values())  # every eps ticks once
+    (tmp_path / "cp" / "noise_none.npz").write_bytes(b"not a checkpoint")
+    with pytest.raises(CerebError, match="noise_none.npz: not a saved attack evaluation"):
+        run_suite(fmodel, predict, x, y, cfg, model="rate", seed=1, batch_size=30, checkpoint=tmp_path / "cp")
 
 
 # ----------------------------------------------------------------------------- planted bugs

@@ -44,6 +44,56 @@ def trained_run(tmp_path_factory) -> Path:
     return run
 
 
+def test_an_interrupted_attack_run_resumes_where_it_stopped(trained_run, tmp_path):
+    """A rate attack run stopped part way (here after 7 (attack, eps) cells) is left 'failed' with
+    its evaluations in ``partial/``; the next attempt at the same configuration and seed takes them
+    over, attacks only what is left, says so in ``metrics.json`` (``resumed``), and writes the table
+    an uninterrupted run writes."""
+    from attacks.config import AttackConfig
+    from attacks.experiment import attack_run
+
+    cfg = AttackConfig(n=40, eps=(0.0, 0.1, 0.2), fgsm=False, pgd_steps=5, pgd_stepsize=0.05, strong_steps=5,
+                       strong_restarts=2, strong_rel_stepsize=0.3, apgd=False)
+
+    class Stop:  # a progress bar that stops the run after 7 cells, as a kill would
+        def __init__(self, total):
+            self.n, self.total = 0, total
+
+        def update(self, k):
+            self.n += k
+            if self.n == 7:
+                raise KeyboardInterrupt
+
+        def set_postfix_str(self, s):
+            pass
+
+        def close(self):
+            pass
+
+    with pytest.raises(KeyboardInterrupt):
+        attack_run(trained_run, cfg, out=tmp_path / "a", progress=Stop)
+    (first,) = find_runs(tmp_path / "a", "attack-rate")
+    assert json.loads((first / "meta.json").read_text())["status"] == "failed"
+    saved = sorted(p.name for p in (first / "partial").glob("*.npz"))
+    assert saved == ["noise_none.npz", "pgd_ce.npz", "pgd_mse.npz"]  # noise, pgd/mse whole; pgd/ce's first eps
+    run = attack_run(trained_run, cfg, out=tmp_path / "a")
+    assert run.path != first and not (run.path / "partial").exists() and not list((first / "partial").iterdir())
+    resumed = run.metrics["resumed"]
+    assert resumed["from_run"] == first.name and resumed["earlier_wall_s"] > 0
+    assert resumed["evaluations"] == {"noise/none": 3, "pgd/mse": 3, "pgd/ce": 1}
+    fresh = attack_run(trained_run, cfg, out=tmp_path / "b")
+    assert fresh.metrics["resumed"] is None
+
+    def table(path):  # as text (NaN == NaN there), without the wall time
+        import csv
+
+        with open(path / "robustness.csv", newline="") as fh:
+            return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(fh)]
+
+    assert table(run.path) == table(fresh.path)
+    assert run.metrics["checks_passed"] == fresh.metrics["checks_passed"]
+
+
 def test_train_then_attack_writes_a_checked_robustness_table(trained_run, tmp_path):
     res = cereb("attack", "-q", "--run", str(trained_run), "--n", "50", "--out", str(tmp_path), *FAST)
     assert res.returncode == 0, res.stderr
