@@ -608,10 +608,11 @@ def _cost(rows: list[dict]) -> list[str]:
            "attacks; each run on the machine its own metadata names). The strong evaluation runs after the",
            "paper's attacks and skips the images they already fooled at each eps (`attack.strong_after_cheap`);",
            "its achieved GFLOP/s counts the dense granule layer's forward pass and input gradient (4 x 784 x",
-           "width per image-step), against a matrix multiply of the same shape timed in the same run. The",
+           "width per image-step; a random layer with 16 K >= 784 is evaluated as a dense matrix too, so it",
+           "counts the same), against a matrix multiply of the same shape timed in the same run. The",
            "load column is the 1-minute load average per core when the attack ended: above ~1 other work",
-           "shared the cores and the times overstate the cost (\"-\": not recorded). A sparse (random, small",
-           "K) or MLP row has no throughput columns: a small-K layer is evaluated as a blocked gather",
+           "shared the cores and the times overstate the cost (\"-\": not recorded). A small-K random row",
+           "or an MLP row has no throughput columns: a small-K layer is evaluated as a blocked gather",
            "(`models.rate._BlockedGatherHead`), bound by memory traffic rather than by multiplies.", "",
            "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
            "| strong GFLOP/s | matmul GFLOP/s | fraction | load |",
@@ -620,14 +621,32 @@ def _cost(rows: list[dict]) -> list[str]:
     for r in timed:
         groups.setdefault((r["granule"], r["width"], r["ltd"], r["batch_size"]), []).append(r)
     for (granule, width, ltd, bs), rs in sorted(groups.items()):
-        dense = granule == "fc"  # the matrix-multiply comparison is the dense layer's (see above)
-        label = f"{width:,}" if dense else f"{width:,} {granule}" + (f" K {rs[0]['k']}" if rs[0]["k"] else "")
+        k = rs[0]["k"]
+        # the matrix-multiply comparison is the dense layer's (see above)
+        dense = granule == "fc" or (granule in ("random", "local") and 16 * k >= MNIST_INPUTS)
+        label = f"{width:,}" if granule == "fc" else f"{width:,} {granule}" + (f" K {k}" if k else "")
+        rate = [{"gflops": g, "fraction": g / r["matmul_gflops"]} for r in rs for g in [_dense_gflops(r)]
+                if dense and g == g and r.get("matmul_gflops") == r.get("matmul_gflops")]
         out.append(f"| {label} | {ltd} | {bs} | {len(rs)} "
                    f"| {_mean(rs, 'train_wall_s')} | {_mean(rs, 'attack_wall_s')} | {_mean(rs, 'wall_s_strong')} "
-                   f"| {_mean(rs, 'strong_image_steps')} | {_mean(rs, 'strong_gflops') if dense else '-'} "
+                   f"| {_mean(rs, 'strong_image_steps')} | {_mean(rate, 'gflops') if dense else '-'} "
                    f"| {_mean(rs, 'matmul_gflops') if dense else '-'} "
-                   f"| {_mean(rs, 'strong_fraction_of_matmul') if dense else '-'} | {_mean(rs, 'load_per_core')} |")
+                   f"| {_mean(rate, 'fraction') if dense else '-'} | {_mean(rs, 'load_per_core')} |")
     return out
+
+
+MNIST_INPUTS = 784
+
+
+def _dense_gflops(r: dict) -> float:
+    """The strong evaluation's GFLOP/s as a dense granule layer computes it (4 x 784 x width per
+    image-step). A run records it over the layer's fan-in (:func:`attacks.experiment.strong_cost`:
+    4 x K x width for a random layer), so a random layer evaluated as a dense matrix is scaled by
+    784 / K; NaN where the run did not record it."""
+    g = r.get("strong_gflops")
+    if not isinstance(g, (int, float)) or g != g:
+        return float("nan")
+    return float(g) * (MNIST_INPUTS / r["k"] if r["granule"] != "fc" and r["k"] else 1.0)
 
 
 ATTACKS = (("fgsm_mse_eps0.1", "FGSM-MSE"), ("pgd_mse_eps0.1", "MSE-PGD"), ("strong_eps0.1", "strong"))

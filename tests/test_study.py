@@ -578,6 +578,26 @@ def test_the_overall_conclusion_is_judged_against_chance_under_the_strong_evalua
             "at eps 0.1, up to 25.0% (width 4,000, with LTD, batch size 1).") in closing(rows)
 
 
+def test_cost_table_gives_the_dense_throughput_of_every_layer_evaluated_as_a_dense_matrix():
+    """The cost table's strong GFLOP/s is the dense layer's (4 x 784 x width per image-step): a random
+    layer with 16 K >= 784 is evaluated as a dense matrix, and its recorded figure (counted over
+    K) is scaled by 784 / K; a small-K layer (a gather) has no throughput columns."""
+    from analysis import replication
+
+    def row(granule, width, k, gflops, matmul=80.0):
+        return {"granule": granule, "width": width, "k": k, "ltd": "ma", "batch_size": 1, "seed": 0,
+                "clean_accuracy": 0.95, "fgsm_mse_eps0.1": 0.3, "pgd_mse_eps0.1": 0.5, "strong_eps0.1": 0.0,
+                "worst_eps0.1": 0.0, "checks_passed": True, "train_run": "t", "attack_run": "a",
+                "train_wall_s": 10.0, "attack_wall_s": 100.0, "wall_s_strong": 50.0, "strong_image_steps": 1000.0,
+                "strong_gflops": gflops, "matmul_gflops": matmul, "load_per_core": 1.0}
+
+    text = replication.render([row("fc", 1000, 0, 40.0), row("random", 11429, 400, 20.0), row("random", 200000, 4, 1.0)])
+    table = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert table["| 1,000"][8:11] == ["40", "80", "0.5"]
+    assert table["| 11,429 random K 400"][8:11] == ["39.2", "80", "0.49"]  # 20 x 784 / 400
+    assert table["| 200,000 random K 4"][8:11] == ["-", "-", "-"]
+
+
 def test_claim_two_compares_ltd_with_no_ltd_width_by_width_at_each_batch_size():
     """Claim (2) reproduces at a batch size only where LTD's MSE-PGD robust accuracy is above the same
     width's without LTD at every width run with both; above at none: it does not appear."""
