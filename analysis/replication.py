@@ -27,7 +27,7 @@ READOUT = ("pgd_ce_eps0.1", "pgd_margin_eps0.1", "readout_weight_norm", "clean_t
 # what each run cost (absent from older rows): wall times, and the strong evaluation's image-gradient
 # steps, achieved GFLOP/s and fraction of the matrix-multiply throughput measured in the same run
 COST = ("train_wall_s", "attack_wall_s", "wall_s_strong", "strong_image_steps", "strong_gflops", "matmul_gflops",
-        "strong_fraction_of_matmul", "load_per_core")
+        "strong_fraction_of_matmul", "load_per_core", "torch_threads")
 # the paper's largest budget (its four-model comparison reports PGD at eps 0.3; absent from older rows)
 EPS03 = ("pgd_mse_eps0.3", "strong_eps0.3")
 # the budget check (attacks.checks): the eps it judged, the robust accuracy the strong evaluation left
@@ -611,12 +611,13 @@ def _cost(rows: list[dict]) -> list[str]:
            "width per image-step; a random layer with 16 K >= 784 is evaluated as a dense matrix too, so it",
            "counts the same), against a matrix multiply of the same shape timed in the same run. The",
            "load column is the 1-minute load average per core when the attack ended: above ~1 other work",
-           "shared the cores and the times overstate the cost (\"-\": not recorded). A small-K random row",
+           "shared the cores and the times overstate the cost; threads: the torch threads the attacks ran on",
+           "(\"-\": not recorded). A small-K random row",
            "or an MLP row has no throughput columns: a small-K layer is evaluated as a blocked gather",
            "(`models.rate._BlockedGatherHead`), bound by memory traffic rather than by multiplies.", "",
            "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
-           "| strong GFLOP/s | matmul GFLOP/s | fraction | load |",
-           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| strong GFLOP/s | matmul GFLOP/s | fraction | load | threads |",
+           "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     groups: dict[tuple, list[dict]] = {}
     for r in timed:
         groups.setdefault((r["granule"], r["width"], r["ltd"], r["batch_size"]), []).append(r)
@@ -631,7 +632,8 @@ def _cost(rows: list[dict]) -> list[str]:
                    f"| {_mean(rs, 'train_wall_s')} | {_mean(rs, 'attack_wall_s')} | {_mean(rs, 'wall_s_strong')} "
                    f"| {_mean(rs, 'strong_image_steps')} | {_mean(rate, 'gflops') if dense else '-'} "
                    f"| {_mean(rs, 'matmul_gflops') if dense else '-'} "
-                   f"| {_mean(rate, 'fraction') if dense else '-'} | {_mean(rs, 'load_per_core')} |")
+                   f"| {_mean(rate, 'fraction') if dense else '-'} | {_mean(rs, 'load_per_core')} "
+                   f"| {_mean(rs, 'torch_threads')} |")
     return out
 
 

@@ -180,7 +180,7 @@ def attack_run(run_dir: str | Path, attack_cfg, *, seed: int = 0, out: str | Pat
                         readout_weight_norm=float(model.readout.weight.detach().norm()) if kind == "rate" else None,
                         source_test_accuracy=info["metrics"].get("test_accuracy"), resumed=resumed,
                         attack_wall_s=round(time.time() - started + (resumed or {}).get("earlier_wall_s", 0.0), 3),
-                        load_per_core=load_per_core())
+                        load_per_core=load_per_core(), torch_threads=_torch_threads())
         shutil.rmtree(partial, ignore_errors=True)  # the run is complete: its tables hold what the folder did
     return run
 
@@ -220,6 +220,13 @@ def take_partial(run) -> dict:
             log.info("resuming the attacks of %s from %s", run.path.name, old.name)
             return {"from_run": old.name, "git_commit": meta.get("git_commit"), "earlier_wall_s": round(wall, 3)}
     return {}
+
+
+def _torch_threads() -> int:
+    """The threads torch's matrix multiplies use in this process (the wall times depend on it)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def load_per_core() -> float | None:

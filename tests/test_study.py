@@ -83,6 +83,9 @@ def test_an_interrupted_attack_run_resumes_where_it_stopped(trained_run, tmp_pat
     assert resumed["evaluations"] == {"noise/none": 3, "pgd/mse": 3, "pgd/ce": 1}
     fresh = attack_run(trained_run, cfg, out=tmp_path / "b")
     assert fresh.metrics["resumed"] is None
+    import torch
+
+    assert fresh.metrics["torch_threads"] == torch.get_num_threads()  # the wall times depend on it
 
     def table(path):  # as text (NaN == NaN there), without the wall time
         import csv
@@ -589,13 +592,14 @@ def test_cost_table_gives_the_dense_throughput_of_every_layer_evaluated_as_a_den
                 "clean_accuracy": 0.95, "fgsm_mse_eps0.1": 0.3, "pgd_mse_eps0.1": 0.5, "strong_eps0.1": 0.0,
                 "worst_eps0.1": 0.0, "checks_passed": True, "train_run": "t", "attack_run": "a",
                 "train_wall_s": 10.0, "attack_wall_s": 100.0, "wall_s_strong": 50.0, "strong_image_steps": 1000.0,
-                "strong_gflops": gflops, "matmul_gflops": matmul, "load_per_core": 1.0}
+                "strong_gflops": gflops, "matmul_gflops": matmul, "load_per_core": 1.0, "torch_threads": 2.0}
 
     text = replication.render([row("fc", 1000, 0, 40.0), row("random", 11429, 400, 20.0), row("random", 200000, 4, 1.0)])
     table = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
     assert table["| 1,000"][8:11] == ["40", "80", "0.5"]
     assert table["| 11,429 random K 400"][8:11] == ["39.2", "80", "0.49"]  # 20 x 784 / 400
     assert table["| 200,000 random K 4"][8:11] == ["-", "-", "-"]
+    assert table["| 1,000"][-1] == "2 |"  # the torch threads the attacks ran on
 
 
 def test_claim_two_compares_ltd_with_no_ltd_width_by_width_at_each_batch_size():
