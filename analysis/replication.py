@@ -618,13 +618,15 @@ def _cost(rows: list[dict]) -> list[str]:
            "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
            "| strong GFLOP/s | matmul GFLOP/s | fraction | load | threads |",
            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    from models.rate import gathers
+
     groups: dict[tuple, list[dict]] = {}
     for r in timed:
         groups.setdefault((r["granule"], r["width"], r["ltd"], r["batch_size"]), []).append(r)
     for (granule, width, ltd, bs), rs in sorted(groups.items()):
         k = rs[0]["k"]
         # the matrix-multiply comparison is the dense layer's (see above)
-        dense = granule == "fc" or (granule in ("random", "local") and 16 * k >= MNIST_INPUTS)
+        dense = granule == "fc" or (granule in ("random", "local") and not gathers(k, MNIST_INPUTS))
         label = f"{width:,}" if granule == "fc" else f"{width:,} {granule}" + (f" K {k}" if k else "")
         rate = [{"gflops": g, "fraction": g / r["matmul_gflops"]} for r in rs for g in [_dense_gflops(r)]
                 if dense and g == g and r.get("matmul_gflops") == r.get("matmul_gflops")]

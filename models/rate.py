@@ -219,6 +219,15 @@ def _check_kind(kind: str) -> str:
 
 
 # ----------------------------------------------------------------------------- pure functions
+def gathers(fan_in: int | None, n_inputs: int) -> bool:
+    """Whether a granule layer of fan-in ``fan_in`` (None: dense ``fc``) over ``n_inputs`` inputs
+    computes by gathering its K inputs (``16 K < n_inputs``) rather than as a dense matrix product.
+    The threshold is a rule of thumb for CPUs: a gather reads K scattered inputs per cell at a
+    fraction of the rate a dense product multiplies all ``n_inputs``, so above it the dense product
+    of the scattered weights is faster. The replication report's cost table uses the same rule."""
+    return fan_in is not None and 16 * int(fan_in) < int(n_inputs)
+
+
 def granule_indices(kind: str, n_inputs: int, width: int, k: int, generator: torch.Generator) -> torch.Tensor | None:
     """Input indices of each granule cell, ``(width, k)`` int64 sorted per row; None for ``fc``.
 
@@ -320,7 +329,7 @@ class GranuleLayer(nn.Module):
     def gathers(self) -> bool:
         """Whether this layer computes by gathering its K inputs (local/random with ``16 K < inputs``);
         otherwise a dense product (``fc``, or a cached dense copy when K is large)."""
-        return self.index is not None and 16 * self.fan_in < self.n_inputs
+        return self.index is not None and gathers(self.fan_in, self.n_inputs)
 
     def _dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
         dense = self.__dict__.get("_dense")
