@@ -347,6 +347,12 @@ def _mean(rs: list[dict], k: str) -> str:
     return f"{v.mean():.3g}" if len(v) else "-"
 
 
+def _recorded_mean(rs: list[dict], k: str) -> str:
+    """:func:`_mean`, saying how many of the runs recorded ``k`` when not all did."""
+    n = sum(isinstance(r.get(k), (int, float)) and r[k] == r[k] for r in rs)
+    return _mean(rs, k) + (f" ({n} of {len(rs)})" if 0 < n < len(rs) else "")
+
+
 def _explanation(rows: list[dict], traces: list[dict]) -> list[str]:
     """The evidence section: what the trained readouts look like on the clean images, and what the
     paper's PGD does step by step under its MSE loss and under the margin loss."""
@@ -612,7 +618,7 @@ def _cost(rows: list[dict]) -> list[str]:
            "counts the same), against a matrix multiply of the same shape timed in the same run. The",
            "load column is the 1-minute load average per core when the attack ended: above ~1 other work",
            "shared the cores and the times overstate the cost; threads: the torch threads the attacks ran on",
-           "(\"-\": not recorded). A small-K random row",
+           "(\"-\": not recorded; \"2 (1 of 2)\": recorded by 1 of the 2 runs). A small-K random row",
            "or an MLP row has no throughput columns: a small-K layer is evaluated as a blocked gather",
            "(`models.rate._BlockedGatherHead`), bound by memory traffic rather than by multiplies.", "",
            "| width | LTD | batch | runs | training (s) | attacks (s) | strong (s) | strong image-steps "
@@ -635,7 +641,7 @@ def _cost(rows: list[dict]) -> list[str]:
                    f"| {_mean(rs, 'strong_image_steps')} | {_mean(rate, 'gflops') if dense else '-'} "
                    f"| {_mean(rs, 'matmul_gflops') if dense else '-'} "
                    f"| {_mean(rate, 'fraction') if dense else '-'} | {_mean(rs, 'load_per_core')} "
-                   f"| {_mean(rs, 'torch_threads')} |")
+                   f"| {_recorded_mean(rs, 'torch_threads')} |")
     return out
 
 

@@ -600,6 +600,11 @@ def test_cost_table_gives_the_dense_throughput_of_every_layer_evaluated_as_a_den
     assert table["| 11,429 random K 400"][8:11] == ["39.2", "80", "0.49"]  # 20 x 784 / 400
     assert table["| 200,000 random K 4"][8:11] == ["-", "-", "-"]
     assert table["| 1,000"][-1] == "2 |"  # the torch threads the attacks ran on
+    older = {**row("fc", 1000, 0, 40.0), "seed": 1}
+    del older["torch_threads"]  # a run made before the threads were recorded
+    text = replication.render([row("fc", 1000, 0, 40.0), older])
+    line = next(x for x in text.splitlines() if x.startswith("| 1,000 | ma | 1 | 2 | 10 | 100 "))  # the cost row
+    assert line.split(" | ")[-1] == "2 (1 of 2) |"  # the mean says how many runs it is over
 
 
 def test_claim_two_compares_ltd_with_no_ltd_width_by_width_at_each_batch_size():
