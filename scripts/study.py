@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                            "train_experiment": study["train_experiment"],
                            "attack_experiment": study["attack_experiment"]})
         for key in ("label", "seed", "status", "train_run", "test_accuracy", "attack_run", "error"):
-            print(f"{key}: {summary.get(key, '')}")
+            if key != "error" or summary.get("error"):  # no empty error line under a job that ran
+                print(f"{key}: {summary.get(key, '')}")
         return 0 if summary["status"] == "ok" else 1
     check_tasks(study)  # a missing data directory fails here, not in every worker
     skip = committed_jobs(study, args.skip_committed) if args.skip_committed else []

@@ -252,6 +252,15 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys, text, fragment):
     assert fragment in one_line_error(capsys.readouterr().err)
 
 
+def test_one_job_prints_its_summary_without_an_empty_error_line(tmp_path, capsys):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    assert main(["study", "-q", str(f), "--job", "0", "--out", str(tmp_path / "results")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "status: ok" in lines and any(x.startswith("attack_run: ") for x in lines)
+    assert not any(x.startswith("error:") for x in lines), lines
+
+
 def test_study_runs_in_parallel_and_resumes(tmp_path):
     f = tmp_path / "tiny.yaml"
     f.write_text(STUDY)
