@@ -261,6 +261,21 @@ def test_one_job_prints_its_summary_without_an_empty_error_line(tmp_path, capsys
     assert not any(x.startswith("error:") for x in lines), lines
 
 
+def test_one_failed_job_prints_its_error_and_exits_nonzero(tmp_path, capsys, monkeypatch):
+    import core.study
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("granule cache unreadable")
+
+    monkeypatch.setattr(core.study, "train_job", broken)
+    f = tmp_path / "tiny.yaml"
+    f.write_text(STUDY)
+    assert main(["study", "-q", str(f), "--job", "0", "--out", str(tmp_path / "results")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "status: failed" in lines, lines
+    assert "error: RuntimeError: granule cache unreadable" in lines, lines
+
+
 def test_study_runs_in_parallel_and_resumes(tmp_path):
     f = tmp_path / "tiny.yaml"
     f.write_text(STUDY)
