@@ -193,8 +193,12 @@ def job_cost(job: Mapping) -> float:
 #   LTD: 10,000: 153-197 s (model 217 s); 20,000: 379-429 s (model 474 s); 50,000: 1,276-1,505 s
 #   (1,552 s); 100,000: 4,244 s (3,999 s). With LTD: 20,000: 571-661 s (639 s); 50,000: 1,962 s
 #   (2,148 s). A small-K gather layer (16 K < inputs) is evaluated block
-#   by block instead (models.rate._BlockedGatherHead), linear in width x (K + 9) x images (7 Dec 2026,
-#   the other core busy: K = 1 at width 228,571, 1,000 images: 593 s; K = 2 at 218,182: 908 s); rate
+#   by block instead (models.rate._BlockedGatherHead), bound by memory traffic (a second thread
+#   barely helps): ~1.85 us per granule cell x (K + 0.4) per attacked image, with or without LTD,
+#   refitted on 8 Dec 2026 to the paper-protocol runs on 1,000 images (LTD at batch size 1 unless
+#   said): K = 1 at width 228,571: 593 s (model 592 s); K = 2 at 218,182: 908 s (969 s); K = 4 at
+#   200,000 without LTD: 1,993 s at batch size 1, 1,911 s at 16 on 2 threads alone (1,628 s);
+#   K = 10 at 160,000: 2,917 s (3,078 s); K = 20 at 120,000: 4,147 s (4,529 s); rate
 #   training under the paper's protocol: the batch-size-1 loop, ~2.4e-8 s per granule cell, sample
 #   and epoch (width 228,571, 8,000 images, 10 epochs: 415-470 s).
 _TASK_SIZE = {"digits": (1438, 359, 64)}
@@ -244,8 +248,10 @@ def estimate_cost(job: Mapping, attack: Mapping | None, spiking_attack: Mapping 
         return t_train, 0.0
     n = min(int(attack.get("n", 1000)), n_test)
     k = int(model.get("k", 4))
-    if job["model_kind"] == "rate" and model.get("granule", "fc") != "fc" and 16 * k < n_in:
-        return t_train, 5.0 + 3.2e-7 * width * (k + 9) * n  # the blocked gather path
+    from models.rate import gathers  # the layer's own rule for a gather or a dense product
+
+    if job["model_kind"] == "rate" and gathers(None if model.get("granule", "fc") == "fc" else k, n_in):
+        return t_train, 5.0 + 1.85e-6 * width * (k + 0.4) * n  # the blocked gather path
     ltd = 1.4 if model.get("ltd", "none") != "none" and int(train.get("batch_size", 16)) == 1 else 1.0
     # a dense granule matrix (fc, or K >= inputs / 16)
     return t_train, 60.0 + 2.0e-8 * width * n_in * n * max(1.0, width / 1e4) ** 0.4 * ltd

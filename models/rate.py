@@ -224,7 +224,8 @@ def gathers(fan_in: int | None, n_inputs: int) -> bool:
     computes by gathering its K inputs (``16 K < n_inputs``) rather than as a dense matrix product.
     The threshold is a rule of thumb for CPUs: a gather reads K scattered inputs per cell at a
     fraction of the rate a dense product multiplies all ``n_inputs``, so above it the dense product
-    of the scattered weights is faster. The replication report's cost table uses the same rule."""
+    of the scattered weights is faster. The replication report's cost table and the ``cereb study
+    --dry-run`` cost estimate use the same rule."""
     return fan_in is not None and 16 * int(fan_in) < int(n_inputs)
 
 

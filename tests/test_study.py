@@ -837,6 +837,16 @@ def test_dry_run_prints_the_estimated_cost_per_job_kind(capsys):
         return estimate_cost(j, {"n": 1000}, None)[1]
 
     assert 0.8 * 4244 < rate(100_000, "none") < 1.25 * 4244 and 0.8 * 1962 < rate(50_000, "ma") < 1.25 * 1962
+    # a small-K random layer is a blocked gather, against the sparseness and four-model studies'
+    # measured runs: K 1 at width 228,571: 593 s; K 20 at 120,000: 4,147 s; K 4 at 200,000 at
+    # batch size 16 without LTD: 1,911 s
+    def gather(k, width, ltd="ma", batch=1):
+        j = {"model_kind": "rate", "overrides": {"model": {"granule": "random", "k": k, "width": width, "ltd": ltd},
+                                                 "train": {"batch_size": batch}, "task": {"name": "mnist"}}}
+        return estimate_cost(j, {"n": 1000}, None)[1]
+
+    assert 0.8 * 593 < gather(1, 228_571) < 1.25 * 593 and 0.8 * 4147 < gather(20, 120_000) < 1.25 * 4147
+    assert 0.8 * 1911 < gather(4, 200_000, "none", 16) < 1.25 * 1911
 
 
 def test_jobs_held_by_a_committed_findings_table_are_not_run_again(tmp_path, capsys):
