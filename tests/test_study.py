@@ -345,6 +345,18 @@ def test_terminated_study_leaves_no_run_marked_running(tmp_path, target):
     assert len(find_runs(out)) == len(runs)
 
 
+def test_the_studies_readme_gives_each_study_files_number_of_jobs():
+    """The table in studies/README.md names every study file with its number of jobs."""
+    import re
+
+    text = (PROJECT_ROOT / "studies" / "README.md").read_text()
+    rows = re.findall(r"^\| `([\w.]+\.yaml)` \|.*\| (\d+) \|$", text, flags=re.M)
+    files = sorted(p.name for p in (PROJECT_ROOT / "studies").glob("*.yaml"))
+    assert sorted(f for f, _ in rows) == files
+    for f, n in rows:
+        assert len(load_study(PROJECT_ROOT / "studies" / f, data_dir="/some/mnist")["jobs"]) == int(n), f
+
+
 @pytest.mark.parametrize("name", ["paper_width", "paper_sparseness", "paper_four_models"])
 def test_paper_studies_resolve_to_the_papers_protocol(name):
     """Every job of the paper studies trains with batch size 1, 10 epochs, RMSprop (alpha 0.99),
