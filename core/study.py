@@ -196,7 +196,8 @@ def job_cost(job: Mapping) -> float:
 #   by block instead (models.rate._BlockedGatherHead), bound by memory traffic (a second thread
 #   barely helps): ~1.85 us per granule cell x (K + 0.4) per attacked image, with or without LTD,
 #   refitted on 8 Dec 2026 to the paper-protocol runs on 1,000 images (7-8 Dec 2026, a 2-core AMD
-#   EPYC with AVX-512; LTD at batch size 1 unless said): K = 1 at width 228,571: 593 s (model 592 s); K = 2 at 218,182: 908 s (969 s); K = 4 at
+#   EPYC with AVX-512; LTD at batch size 1 unless said): K = 1 at width 228,571: 593 s (model
+#   592 s); K = 2 at 218,182: 908 s (969 s); K = 4 at
 #   200,000 without LTD: 1,993 s at batch size 1, 1,911 s at 16 on 2 threads alone (1,628 s);
 #   K = 10 at 160,000: 2,917 s (3,078 s); K = 20 at 120,000: 4,147 s (4,529 s); rate
 #   training under the paper's protocol: the batch-size-1 loop, ~2.4e-8 s per granule cell, sample
